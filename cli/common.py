@@ -1,0 +1,48 @@
+"""What every entry point shares: the error wrapper and the default model path."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Callable
+
+from absl import app
+
+from rnnt.errors import RnntError
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_MODEL = os.path.join(REPO_ROOT, "models", "en_small", "model.pt")
+DEFAULT_ONNX = os.path.join(REPO_ROOT, "models", "en_small", "onnx")
+
+
+def model_path(flag_value: str, backend: str = "torch") -> str:
+    """The ``--model`` value, or the shipped default model for ``backend``."""
+    if flag_value:
+        return flag_value
+    return DEFAULT_ONNX if backend == "onnx" else DEFAULT_MODEL
+
+
+def _guarded(main: Callable[[list[str]], int | None]) -> Callable[[list[str]], None]:
+    def wrapper(argv: list[str]) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+        try:
+            code = main(argv)
+        except RnntError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
+        sys.exit(code or 0)
+
+    return wrapper
+
+
+def run(main: Callable[[list[str]], int | None]) -> None:
+    """``absl.app.run`` with one-line errors: RnntError -> 'error: ...' and exit 1; Ctrl-C -> one line."""
+    try:
+        app.run(_guarded(main))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

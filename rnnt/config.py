@@ -1,0 +1,175 @@
+"""Frozen configuration dataclasses, each checked in ``__post_init__``.
+
+Entry points turn absl flags into these (``cli/flags.py``); the library never reads flags. Field names
+are the flag names. Checkpoints and ONNX metadata store ``FeatureConfig`` and ``ModelConfig`` so that
+inference needs nothing but the model file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from rnnt.errors import ConfigError
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+def to_dict(cfg: Any) -> dict:
+    """A plain dict of a config dataclass (JSON-serialisable)."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type, d: dict) -> Any:
+    """Build ``cls`` from a dict, ignoring unknown keys (older or newer files) and checking values."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    sample_rate: int = 16000  # input rate in Hz; every source is resampled to it
+    n_fft: int = 512  # FFT size in samples (window zero-padded to it)
+    win_length: int = 400  # analysis window, 25 ms
+    hop_length: int = 160  # frame shift, 10 ms
+    n_mels: int = 80  # mel bins
+    f_min: float = 20.0  # lowest mel edge in Hz
+    f_max: float = 7600.0  # highest mel edge in Hz
+    log_floor: float = 1e-6  # power floor before the log
+
+    def __post_init__(self) -> None:
+        _check(self.sample_rate > 0, f"sample_rate must be positive, got {self.sample_rate}")
+        _check(0 < self.win_length <= self.n_fft, f"need 0 < win_length <= n_fft, got {self.win_length}, {self.n_fft}")
+        _check(0 < self.hop_length <= self.win_length, f"need 0 < hop_length <= win_length, got {self.hop_length}")
+        _check(self.n_mels > 0, f"n_mels must be positive, got {self.n_mels}")
+        _check(0 <= self.f_min < self.f_max <= self.sample_rate / 2,
+               f"need 0 <= f_min < f_max <= sample_rate/2, got {self.f_min}, {self.f_max}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int = 256  # output classes including blank (id 0)
+    n_mels: int = 80  # feature bins per input frame
+    stack: int = 4  # frames stacked per encoder step (time reduction)
+    enc_layers: int = 4  # encoder LSTM layers
+    enc_hidden: int = 320  # encoder LSTM width
+    enc_out: int = 320  # encoder output projection
+    pred_embed: int = 320  # predictor token embedding
+    pred_layers: int = 1  # predictor LSTM layers
+    pred_hidden: int = 320  # predictor LSTM width
+    pred_out: int = 320  # predictor output projection
+    joint_dim: int = 320  # joint hidden width
+    joint_mode: str = "sum"  # "sum" of projections or "concat" then a linear layer
+    dropout: float = 0.1  # dropout in encoder and predictor during training
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "n_mels", "stack", "enc_layers", "enc_hidden", "enc_out", "pred_embed",
+                     "pred_layers", "pred_hidden", "pred_out", "joint_dim"):
+            _check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
+        _check(self.vocab_size >= 3, f"vocab_size must be >= 3 (blank, unk, one symbol), got {self.vocab_size}")
+        _check(self.joint_mode in ("sum", "concat"), f"joint_mode must be 'sum' or 'concat', got {self.joint_mode!r}")
+        _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class DecodingConfig:
+    max_symbols_per_frame: int = 5  # most tokens emitted for one encoder frame
+    chunk_frames: int = 4  # encoder frames per encoder call (latency = chunk_frames * stack * 10 ms)
+
+    def __post_init__(self) -> None:
+        _check(self.max_symbols_per_frame >= 1, f"max_symbols_per_frame must be >= 1, got {self.max_symbols_per_frame}")
+        _check(self.chunk_frames >= 1, f"chunk_frames must be >= 1, got {self.chunk_frames}")
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    enabled: bool = True  # split a live stream into utterances
+    silence_no_speech: float = 2.4  # seconds of blanks ending an utterance with nothing decoded
+    silence_after_speech: float = 1.2  # seconds of blanks ending an utterance after speech
+    max_utterance: float = 20.0  # seconds after which an utterance is always ended
+
+    def __post_init__(self) -> None:
+        _check(self.silence_no_speech > 0, f"silence_no_speech must be positive, got {self.silence_no_speech}")
+        _check(self.silence_after_speech > 0, f"silence_after_speech must be positive, got {self.silence_after_speech}")
+        _check(self.max_utterance > 0, f"max_utterance must be positive, got {self.max_utterance}")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    speed_perturb: float = 0.1  # speed factor drawn from [1-x, 1+x]; 0 disables
+    noise_prob: float = 0.5  # chance of additive noise
+    snr_min: float = 5.0  # lowest SNR in dB
+    snr_max: float = 35.0  # highest SNR in dB
+    reverb_prob: float = 0.3  # chance of a synthetic room impulse response
+    bandlimit_prob: float = 0.2  # chance of telephone band-limiting (300-3400 Hz, 8 kHz)
+    gain_db: float = 12.0  # gain drawn from [-x, +x] dB
+    clip_prob: float = 0.05  # chance of hard clipping
+    vtlp: float = 0.1  # vocal-tract-length warp factor drawn from [1-x, 1+x] on the mel axis; 0 disables
+    spec_freq_masks: int = 2  # SpecAugment frequency masks
+    spec_freq_width: int = 15  # widest frequency mask in bins
+    spec_time_masks: int = 4  # SpecAugment time masks
+    spec_time_width: float = 0.05  # widest time mask as a fraction of the utterance
+
+    def __post_init__(self) -> None:
+        for name in ("noise_prob", "reverb_prob", "bandlimit_prob", "clip_prob"):
+            v = getattr(self, name)
+            _check(0.0 <= v <= 1.0, f"{name} must be a probability in [0, 1], got {v}")
+        _check(0.0 <= self.speed_perturb < 0.5, f"speed_perturb must be in [0, 0.5), got {self.speed_perturb}")
+        _check(self.snr_min <= self.snr_max, f"need snr_min <= snr_max, got {self.snr_min}, {self.snr_max}")
+        _check(0.0 <= self.vtlp < 0.5, f"vtlp must be in [0, 0.5), got {self.vtlp}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    train_manifest: str = ""  # JSONL manifest(s), comma-separated
+    dev_manifest: str = ""  # JSONL manifest for dev loss and WER
+    exp_dir: str = "exp/run"  # checkpoints, logs and the tokenizer go here
+    tokenizer: str = ""  # sentencepiece model; trained from the train texts into exp_dir when empty
+    batch_size: int = 16  # utterances per batch (upper bound when max_batch_seconds is set)
+    max_batch_seconds: float = 0.0  # cap on audio seconds per batch; 0 = use batch_size only
+    max_duration: float = 20.0  # utterances longer than this are skipped
+    accum_steps: int = 1  # gradient accumulation
+    lr: float = 1e-3  # peak learning rate
+    warmup_steps: int = 500  # linear warm-up
+    decay_steps: int = 50000  # cosine decay from lr to min_lr over these steps after warm-up
+    min_lr: float = 1e-5  # floor of the schedule
+    weight_decay: float = 1e-6  # Adam L2
+    clip_grad: float = 5.0  # gradient norm clip
+    max_steps: int = 10000  # optimizer steps to train
+    max_minutes: float = 0.0  # stop (with a checkpoint) after this many minutes; 0 = no limit
+    checkpoint_every: int = 500  # steps between checkpoints
+    keep_checkpoints: int = 3  # newest step checkpoints kept
+    eval_every: int = 1000  # steps between dev evaluations
+    eval_utterances: int = 200  # dev utterances decoded for WER
+    log_every: int = 50  # steps between log lines
+    num_workers: int = 1  # data loader worker processes
+    seed: int = 1234
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (bf16/fp16 only on CUDA)
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # torch intra-op threads; 0 = torch default
+    augment: bool = True  # on-the-fly waveform augmentation and SpecAugment
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        _check(self.accum_steps >= 1, f"accum_steps must be >= 1, got {self.accum_steps}")
+        _check(self.lr > 0, f"lr must be positive, got {self.lr}")
+        _check(self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}")
+        _check(self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        _check(self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}")
+        _check(self.precision in ("fp32", "bf16", "fp16"), f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        _check(self.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {self.device!r}")
+        _check(self.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+
+
+@dataclass(frozen=True)
+class AllConfigs:
+    """Everything a training run is made of (stored in checkpoints)."""
+
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)

@@ -1,0 +1,61 @@
+"""The RNN-Transducer: encoder, predictor and joiner composed; ``build_model`` is the only builder.
+
+Legend: B batch, T_in feature frames, F mel bins, T encoder frames, U targets, V vocabulary with blank.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from rnnt.config import ModelConfig
+from rnnt.encoder import Encoder
+from rnnt.joiner import Joiner
+from rnnt.loss import rnnt_loss
+from rnnt.predictor import Predictor
+
+BLANK = 0
+log = logging.getLogger(__name__)
+
+
+class Transducer(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.predictor = Predictor(cfg)
+        self.joiner = Joiner(cfg)
+
+    def forward(self, feats: torch.Tensor, feat_lengths: torch.Tensor, targets: torch.Tensor,
+                target_lengths: torch.Tensor) -> torch.Tensor:
+        """Per-utterance loss.
+
+        Args:
+            feats: (B, T_in, F) log-mel; feat_lengths: (B,) valid frames.
+            targets: (B, U) token ids (no blank); target_lengths: (B,).
+        Returns:
+            (B,) negative log-likelihood.
+        """
+        enc, enc_lengths, _ = self.encoder(feats, feat_lengths)  # (B, T, D)
+        pred_in = nn.functional.pad(targets, (1, 0), value=BLANK)  # (B, U+1): blank starts every sequence
+        pred, _ = self.predictor(pred_in)  # (B, U+1, D)
+        logits = self.joiner(enc, pred)  # (B, T, U+1, V)
+        return rnnt_loss(logits, targets, enc_lengths.clamp(min=1), target_lengths, blank=BLANK)
+
+
+def count_parameters(model: Transducer) -> dict[str, int]:
+    """Parameters per part and in total."""
+    parts = {name: sum(p.numel() for p in getattr(model, name).parameters())
+             for name in ("encoder", "predictor", "joiner")}
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def build_model(cfg: ModelConfig) -> Transducer:
+    """A freshly initialised transducer; logs the parameter count of each part."""
+    model = Transducer(cfg)
+    counts = count_parameters(model)
+    log.info("model parameters: " + ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in counts.items()))
+    return model
