@@ -91,6 +91,7 @@ class EndpointConfig:
     silence_no_speech: float = 2.4  # seconds of blanks ending an utterance with nothing decoded
     silence_after_speech: float = 1.2  # seconds of blanks ending an utterance after speech
     max_utterance: float = 20.0  # seconds after which an utterance is always ended
+    reset_encoder: bool = False  # also reset the encoder state at an endpoint (the predictor always resets)
 
     def __post_init__(self) -> None:
         _check(self.silence_no_speech > 0, f"silence_no_speech must be positive, got {self.silence_no_speech}")
@@ -152,6 +153,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch intra-op threads; 0 = torch default
     augment: bool = True  # on-the-fly waveform augmentation and SpecAugment
+    sync_check_every: int = 0  # under torchrun, every N steps compare a weight checksum across ranks and fail if they differ; 0 = off
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
@@ -173,3 +175,36 @@ class AllConfigs:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    block_seconds: float = 0.1  # seconds of audio per block read from the source (microphone callback size)
+    queue_seconds: float = 10.0  # audio a live source may queue ahead of the recognizer; beyond it blocks are dropped and counted
+    max_seconds: float = 0.0  # stop after this many seconds of audio; 0 = until the source ends or Ctrl-C
+    realtime: bool = False  # read a file or a recorded URL at real-time pace, like a live source
+    reconnect_attempts: int = 5  # URL: reconnects in a row after a dropped connection before giving up; 0 = none
+    reconnect_delay: float = 1.0  # URL: seconds before the first reconnect, doubled after each failed one
+    reconnect_delay_max: float = 30.0  # URL: longest wait between reconnects in seconds
+    stall_seconds: float = 20.0  # URL: a connection that delivers no audio for this many seconds counts as dropped
+
+    def __post_init__(self) -> None:
+        _check(0.01 <= self.block_seconds <= 5.0, f"block_seconds must be in [0.01, 5], got {self.block_seconds}")
+        _check(self.queue_seconds >= self.block_seconds,
+               f"queue_seconds must be >= block_seconds ({self.block_seconds}), got {self.queue_seconds}")
+        _check(self.max_seconds >= 0, f"max_seconds must be >= 0 (0 = no limit), got {self.max_seconds}")
+        _check(self.reconnect_attempts >= 0, f"reconnect_attempts must be >= 0, got {self.reconnect_attempts}")
+        _check(0 <= self.reconnect_delay <= self.reconnect_delay_max,
+               f"need 0 <= reconnect_delay <= reconnect_delay_max, got {self.reconnect_delay}, {self.reconnect_delay_max}")
+        _check(self.stall_seconds > 0, f"stall_seconds must be positive, got {self.stall_seconds}")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    output: str = "text"  # transcript format: text, jsonl (partial and final events with word times), srt or vtt
+    out: str = ""  # write the transcript to this file (the terminal still shows the words live); empty = standard output
+    stats: bool = False  # at the end print the real-time factor, arrival-to-words latency (median, p95) and dropped blocks
+
+    def __post_init__(self) -> None:
+        _check(self.output in ("text", "jsonl", "srt", "vtt"),
+               f"output must be text, jsonl, srt or vtt, got {self.output!r}")

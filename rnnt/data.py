@@ -14,7 +14,7 @@ import math
 import os
 import random
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -70,6 +70,27 @@ def read_manifest(path: str, measure: bool = False) -> ManifestReport:
     if bad:
         log.warning("%s: skipped %d bad manifest line(s), e.g. %s", path, bad, examples[0])
     return ManifestReport(entries, bad, examples)
+
+
+def write_manifest(path: str, entries: Iterable[Entry]) -> int:
+    """Write ``entries`` as JSON lines (atomically); returns the count.
+
+    Audio paths inside the manifest's folder are stored relative to it (the tree can move), others
+    absolute. Durations are rounded to milliseconds.
+    """
+    base = os.path.dirname(os.path.abspath(path))
+    os.makedirs(base, exist_ok=True)
+    tmp, n = f"{path}.tmp{os.getpid()}", 0
+    with open(tmp, "w", encoding="utf-8") as f:
+        for e in entries:
+            audio = os.path.abspath(e.audio)
+            rel = os.path.relpath(audio, base)
+            line = {"audio": audio if rel.startswith(os.pardir) else rel, "text": e.text,
+                    "duration": round(e.duration, 3)}
+            f.write(json.dumps(line, ensure_ascii=False) + "\n")
+            n += 1
+    os.replace(tmp, path)
+    return n
 
 
 def read_manifests(paths: str, measure: bool = False) -> ManifestReport:

@@ -7,7 +7,8 @@ A stream turns samples into features (leftover samples carried), buffers feature
 chunk of C * S frames exists, runs the encoder on exactly that chunk with the carried state, then
 greedy search frame by frame. Because the encoder always sees the same chunks whatever sizes the audio
 arrived in, decoding in 10 ms pieces or 1 s pieces gives identical tokens. Endpoints are checked at
-chunk boundaries; at an endpoint the utterance becomes final and the encoder and predictor states reset.
+chunk boundaries; at an endpoint the utterance becomes final and the predictor state resets (the encoder
+state too when ``EndpointConfig.reset_encoder``).
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ class Stream:
         self._start_utterance()
 
     def _start_utterance(self) -> None:
-        self._enc_state = self.rec.backend.init_encoder_state(1)
+        if self.frames_done == 0 or self.rec.endpoint.reset_encoder:
+            self._enc_state = self.rec.backend.init_encoder_state(1)
         self._hyp: Hypothesis = init_hypothesis(self.rec.backend)
         self._utt_start_frame = self.frames_done
 

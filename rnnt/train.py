@@ -2,30 +2,49 @@
 
 Legend: B batch, T_in feature frames, F mel bins, U targets.
 
-Works alone or under ``torchrun`` (DistributedDataParallel: gloo on CPU, nccl on CUDA). Each rank
-reads its own shard of every epoch's batches; rank 0 alone writes checkpoints and logs. A checkpoint
-stores the optimizer, the step and the data position (epoch, batch), so ``resume`` continues exactly.
+Runs alone or under ``torchrun`` (DistributedDataParallel: gloo on CPU, nccl on CUDA with one process
+per GPU, the GPU index taken from LOCAL_RANK):
+
+* Rank 0 loads or trains the tokenizer and computes the feature statistics; the tokenizer and the
+  initial weights reach the other ranks by broadcast, so every rank starts identical.
+* Every rank cuts each epoch into the same batches and takes every world_size-th one
+  (``shard_batches``): each reads its own shard, and all shards have the same length. A micro-batch
+  whose audio is all unreadable still runs (a zero-weight stand-in), so every rank makes the same
+  number of gradient all-reduces and optimizer steps. Time limits are agreed across ranks.
+* Rank 0 alone writes checkpoints, ``train.log`` and the progress bar. Dev evaluation is shared out
+  over the ranks and its counts summed.
+* ``resume``: rank 0 picks the newest checkpoint and every rank loads that file, so ``exp_dir`` must be
+  on a file system that every node sees (as the manifests and audio must be).
+
+A checkpoint stores the optimizer, the fp16 grad scaler, the step, the world size and the data
+position (epoch, batch), so ``resume`` continues exactly; with another world size it continues from the
+same point of the epoch. One optimizer step sees ``batch_size * accum_steps * world_size`` utterances:
+to keep that effective batch on fewer GPUs, raise ``accum_steps``.
+
+Precision: ``bf16``/``fp16`` autocast on CUDA (fp16 with a ``GradScaler``); always fp32 on the CPU.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import math
 import os
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
-import numpy as np
 import torch
 
 from rnnt import checkpoint as ckpt_io
+from rnnt.audio import load_audio
 from rnnt.backend import TorchBackend
 from rnnt.config import AllConfigs, AugmentConfig, TrainConfig
-from rnnt.data import (EpochBatches, SpeechDataset, collate, feature_stats, make_batches, read_manifests,
+from rnnt.data import (Entry, EpochBatches, SpeechDataset, collate, feature_stats, make_batches, read_manifests,
                        shard_batches)
-from rnnt.errors import ConfigError, DataError
-from rnnt.metrics import corpus_cer, corpus_wer
+from rnnt.errors import ConfigError, DataError, RnntError
+from rnnt.metrics import ErrorCounts, char_errors, word_errors
 from rnnt.session import Recognizer
 from rnnt.tokenizer import Tokenizer, train_bpe
 from rnnt.transducer import Transducer, build_model
@@ -41,15 +60,23 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
 
 
+# ---------------------------------------------------------------------------------------------- distributed
+
+
 @dataclass
 class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    owns_group: bool = False  # this module created the process group (and destroys it at the end)
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
 
 
 def setup_distributed(device: torch.device) -> DistInfo:
@@ -59,17 +86,76 @@ def setup_distributed(device: torch.device) -> DistInfo:
         return DistInfo()
     import torch.distributed as dist
 
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_available():
+        raise ConfigError("WORLD_SIZE > 1 but this torch build has no torch.distributed; run one process")
+    owns = not dist.is_initialized()
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if owns:  # 60 min: a rank may wait that long on rank 0's checkpoint write or a slow dev file
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(minutes=60))
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owns)
+
+
+def teardown_distributed(dist: DistInfo, ok: bool) -> None:
+    """After a clean finish wait for every rank; then leave the process group if we created it."""
+    if not dist.enabled or not torch.distributed.is_initialized():
+        return
+    if ok:
+        torch.distributed.barrier()
+    if dist.owns_group:
+        torch.distributed.destroy_process_group()
 
 
 def pick_device(cfg: TrainConfig) -> torch.device:
+    """CPU, or the CUDA GPU numbered LOCAL_RANK (one torchrun process per GPU)."""
     if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise ConfigError("device=cuda but no CUDA GPU is visible; use --device=cpu")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if local >= torch.cuda.device_count():
+            raise ConfigError(f"LOCAL_RANK {local} but only {torch.cuda.device_count()} GPU(s) are visible; "
+                              f"use torchrun --nproc_per_node {torch.cuda.device_count()} or fewer")
+        return torch.device("cuda", local)
     return torch.device("cpu")
+
+
+def _all_sum(values: list[float], dist: DistInfo, device: torch.device) -> list[float]:
+    """Element-wise sum over ranks (the values themselves when not distributed)."""
+    if not dist.enabled:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t)
+    return t.tolist()
+
+
+def _from_rank0(obj: Any, dist: DistInfo) -> Any:
+    """Rank 0's ``obj`` on every rank (a picklable object)."""
+    if not dist.enabled:
+        return obj
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def check_in_sync(model: torch.nn.Module, dist: DistInfo, device: torch.device) -> float:
+    """Compare every parameter's sum and sum of squares across ranks; returns the checksum.
+
+    Raises RnntError naming the first parameter that differs (the ranks have diverged).
+    """
+    core = model.module if hasattr(model, "module") else model
+    names, params = zip(*[(n, p.detach()) for n, p in core.named_parameters()])
+    sums = torch.stack([p.double().sum() for p in params] + [p.double().square().sum() for p in params]).to(device)
+    hi, lo = sums.clone(), sums.clone()
+    torch.distributed.all_reduce(hi, op=torch.distributed.ReduceOp.MAX)
+    torch.distributed.all_reduce(lo, op=torch.distributed.ReduceOp.MIN)
+    if not torch.equal(hi, lo):
+        bad = int(torch.nonzero(hi != lo)[0]) % len(params)
+        raise RnntError(f"rank {dist.rank}: weights differ across the {dist.world_size} ranks (first: {names[bad]}); "
+                        "data-parallel training has diverged")
+    return float(sums[: len(params)].sum())
+
+
+# ---------------------------------------------------------------------------------------------- one update
 
 
 def spec_augment(feats: torch.Tensor, lengths: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
@@ -102,6 +188,66 @@ def spec_augment(feats: torch.Tensor, lengths: torch.Tensor, cfg: AugmentConfig,
     return x
 
 
+def autocast_dtype(tc: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``tc.precision`` on ``device`` (None: plain fp32, always so on the CPU)."""
+    if device.type != "cuda":
+        return None
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tc.precision)
+
+
+def _stand_in_batch(cfgs: AllConfigs) -> dict:
+    """A silent one-token utterance, run with zero weight when a rank's micro-batch is all unreadable."""
+    frames = 4 * cfgs.model.stack
+    return {"feats": torch.zeros(1, frames, cfgs.model.n_mels), "feat_lengths": torch.tensor([frames]),
+            "tokens": torch.ones(1, 1, dtype=torch.long), "token_lengths": torch.tensor([1])}
+
+
+def train_step(model, optimizer, batches: list[dict], cfgs: AllConfigs, step: int, device: torch.device,
+               gen: torch.Generator, scaler: torch.amp.GradScaler | None = None,
+               dist: DistInfo | None = None) -> tuple[float, float]:
+    """One optimizer update over ``accum_steps`` micro-batches.
+
+    Under DDP gradients are all-reduced once, on the last micro-batch. A micro-batch without readable
+    audio (``feats`` None) runs as a zero-weight stand-in. Returns (mean loss per utterance over all
+    ranks, gradient norm after all-reduce).
+    """
+    tc, dist = cfgs.train, dist or DistInfo()
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(step, tc)
+    amp = autocast_dtype(tc, device)
+    total, count = 0.0, 0
+    for k, batch in enumerate(batches):
+        real = batch["feats"] is not None
+        b = batch if real else _stand_in_batch(cfgs)
+        feats = spec_augment(b["feats"], b["feat_lengths"], cfgs.augment, gen) if tc.augment and real else b["feats"]
+        sync = k == len(batches) - 1 or not hasattr(model, "no_sync")
+        with contextlib.nullcontext() if sync else model.no_sync():
+            with torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext():
+                loss = model(feats.to(device, non_blocking=True), b["feat_lengths"].to(device),
+                             b["tokens"].to(device, non_blocking=True), b["token_lengths"].to(device))  # (B,)
+            objective = loss.float().sum() * ((1.0 / len(loss)) if real else 0.0) / len(batches)
+            (scaler.scale(objective) if scaler is not None else objective).backward()
+        if real:
+            total += float(loss.detach().float().sum())
+            count += len(loss)
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_grad))
+    if scaler is not None:  # skips the update itself when the gradient is not finite
+        scaler.step(optimizer)
+        scaler.update()
+    elif math.isfinite(norm):
+        optimizer.step()
+    else:
+        log.warning("step %d: non-finite gradient norm, update skipped", step)
+    optimizer.zero_grad(set_to_none=True)
+    total, count = _all_sum([total, count], dist, device)
+    return total / max(1, count), norm
+
+
+# ---------------------------------------------------------------------------------------------- setup
+
+
 def _make_augmenter(cfgs: AllConfigs, seed: int):
     if not cfgs.train.augment:
         return None
@@ -117,95 +263,121 @@ def _worker_init(_: int) -> None:
 
 
 def prepare_tokenizer(cfgs: AllConfigs, texts: list[str], dist: DistInfo) -> Tokenizer:
-    """Load ``train.tokenizer``, or the run's own ``exp_dir/tokenizer.model``, or train one on ``texts``."""
-    if cfgs.train.tokenizer:
-        return Tokenizer.load(cfgs.train.tokenizer)
-    path = os.path.join(cfgs.train.exp_dir, "tokenizer.model")
-    if not os.path.isfile(path) and dist.is_main:
-        log.info("training a %d-piece BPE tokenizer on %d texts", cfgs.model.vocab_size, len(texts))
-        train_bpe(texts, cfgs.model.vocab_size, path)
-    if dist.world_size > 1:
-        torch.distributed.barrier()
-    return Tokenizer.load(path)
+    """Load ``train.tokenizer``, or the run's own ``exp_dir/tokenizer.model``, or train one on ``texts``.
+
+    Only rank 0 reads or trains it; the other ranks receive its bytes.
+    """
+    proto = None
+    if dist.is_main:
+        if cfgs.train.tokenizer:
+            proto = Tokenizer.load(cfgs.train.tokenizer).model_proto
+        else:
+            path = os.path.join(cfgs.train.exp_dir, "tokenizer.model")
+            if not os.path.isfile(path):
+                log.info("training a %d-piece BPE tokenizer on %d texts", cfgs.model.vocab_size, len(texts))
+                train_bpe(texts, cfgs.model.vocab_size, path)
+            proto = Tokenizer.load(path).model_proto
+    return Tokenizer(_from_rank0(proto, dist))
 
 
 def evaluate(model: Transducer, dataset: SpeechDataset, cfgs: AllConfigs, max_utterances: int,
-             device: torch.device) -> dict:
-    """Dev loss (per utterance) and greedy streaming WER/CER on up to ``max_utterances`` items."""
+             device: torch.device, dist: DistInfo | None = None) -> dict:
+    """Dev loss (per utterance) and greedy streaming WER/CER on up to ``max_utterances`` items.
+
+    Under torchrun every rank must call it: each decodes every world_size-th item and the counts are summed.
+    """
+    dist = dist or DistInfo()
     model.eval()
-    refs, hyps, losses = [], [], []
-    n = min(len(dataset), max_utterances)
+    mine = list(range(dist.rank, min(len(dataset), max_utterances), dist.world_size))
     rec = Recognizer(TorchBackend(model, cfgs.features), dataset.tokenizer)
+    loss_sum, loss_n, decoded, words, chars, example = 0.0, 0, 0, ErrorCounts(), ErrorCounts(), None
     with torch.inference_mode():
-        for start in range(0, n, 16):
-            batch = collate([dataset[i] for i in range(start, min(n, start + 16))])
+        for start in range(0, len(mine), 16):
+            batch = collate([dataset[i] for i in mine[start : start + 16]])
             if batch["feats"] is None:
                 continue
             loss = model(batch["feats"].to(device), batch["feat_lengths"].to(device), batch["tokens"].to(device),
                          batch["token_lengths"].to(device))
-            losses += loss.tolist()
-        for i in range(n):
-            from rnnt.audio import load_audio
-
+            loss_sum, loss_n = loss_sum + float(loss.float().sum()), loss_n + len(loss)
+        for i in mine:
             e = dataset.entries[i]
             try:
-                hyps.append(rec.transcribe(load_audio(e.audio)))
-                refs.append(e.text)
-            except Exception as err:  # an unreadable dev file must not stop training
+                hyp = rec.transcribe(load_audio(e.audio))
+            except (RnntError, RuntimeError, ValueError) as err:  # an unreadable dev file must not stop training
                 log.warning("dev decode skipped %s: %s", e.audio, err)
+                continue
+            words, chars = words + word_errors(e.text, hyp), chars + char_errors(e.text, hyp)
+            decoded += 1
+            example = example or (e.text, hyp)
     model.train()
-    wer, cer = corpus_wer(refs, hyps), corpus_cer(refs, hyps)
-    return {"loss": float(np.mean(losses)) if losses else float("nan"), "wer": wer.rate, "cer": cer.rate,
-            "utterances": len(refs), "example": (refs[0], hyps[0]) if refs else None}
-
-
-def train_step(model, optimizer, batches: list[dict], cfgs: AllConfigs, step: int, device: torch.device,
-               gen: torch.Generator) -> tuple[float, float]:
-    """One optimizer update over ``accum_steps`` micro-batches; returns (mean loss per utterance, grad norm)."""
-    tc = cfgs.train
-    for group in optimizer.param_groups:
-        group["lr"] = lr_at(step, tc)
-    total, count = 0.0, 0
-    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tc.precision) if device.type == "cuda" else None
-    for k, batch in enumerate(batches):
-        feats = batch["feats"]
-        if tc.augment:
-            feats = spec_augment(feats, batch["feat_lengths"], cfgs.augment, gen)
-        sync = k == len(batches) - 1 or not hasattr(model, "no_sync")
-        ctx = contextlib.nullcontext() if sync else model.no_sync()
-        with ctx:
-            with torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext():
-                loss = model(feats.to(device), batch["feat_lengths"].to(device), batch["tokens"].to(device),
-                             batch["token_lengths"].to(device))
-            (loss.sum() / (len(loss) * len(batches))).backward()
-        total += float(loss.detach().sum())
-        count += len(loss)
-    norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_grad))
-    if math.isfinite(norm):
-        optimizer.step()
-    else:
-        log.warning("step %d: non-finite gradient norm, update skipped", step)
-    optimizer.zero_grad(set_to_none=True)
-    return total / max(1, count), norm
+    w, c = words, chars
+    t = _all_sum([loss_sum, loss_n, decoded, w.substitutions, w.deletions, w.insertions, w.reference_length,
+                  c.substitutions, c.deletions, c.insertions, c.reference_length], dist, device)
+    n = [int(round(x)) for x in t[1:]]
+    return {"loss": t[0] / n[0] if n[0] else float("nan"), "wer": ErrorCounts(*n[2:6]).rate,
+            "cer": ErrorCounts(*n[6:10]).rate, "utterances": n[1], "example": example}
 
 
 class _RunLog:
-    """Log lines to ``exp_dir/train.log`` (rank 0) and to the logger."""
+    """Log lines to ``exp_dir/train.log`` and the logger; silent on every rank but 0."""
 
-    def __init__(self, path: str | None) -> None:
-        self._f = open(path, "a", encoding="utf-8") if path else None
+    def __init__(self, path: str | None, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._f = open(path, "a", encoding="utf-8") if path and enabled else None
 
     def __call__(self, msg: str) -> None:
+        if not self.enabled:
+            return
         log.info(msg)
         if self._f:
             self._f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + msg + "\n")
             self._f.flush()
 
+    def close(self) -> None:
+        if self._f:
+            self._f.close()
 
-def _loader(dataset: SpeechDataset, batches: list[list[int]], start: int, workers: int):
+
+def _loader(dataset: SpeechDataset, batches: list[list[int]], start: int, workers: int, pin: bool = False):
     return torch.utils.data.DataLoader(dataset, batch_sampler=EpochBatches(batches, start), collate_fn=collate,
                                        num_workers=workers, worker_init_fn=_worker_init if workers else None,
-                                       persistent_workers=False, prefetch_factor=4 if workers else None)
+                                       persistent_workers=False, prefetch_factor=4 if workers else None,
+                                       pin_memory=pin)
+
+
+@dataclass
+class _Position:
+    """Where training stands; all ranks hold the same values except ``skipped``."""
+
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0  # batches of this epoch's shard already consumed
+    skipped: int = 0  # unreadable audio files met by this rank
+
+
+@dataclass
+class _Run:
+    """Everything the loop carries between steps."""
+
+    cfgs: AllConfigs
+    dist: DistInfo
+    device: torch.device
+    model: torch.nn.Module  # DDP-wrapped under torchrun
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    tokenizer: Tokenizer
+    dev_set: SpeechDataset | None
+    say: _RunLog
+    flagfile: str
+    pos: _Position
+    t0: float
+    bar: Any = None
+    last_loss: float = float("nan")
+    last_eval: dict | None = None
+
+    @property
+    def core(self) -> Transducer:
+        return self.model.module if hasattr(self.model, "module") else self.model
 
 
 def _save(path: str, model, optimizer, cfgs: AllConfigs, tokenizer: Tokenizer, step: int, flagfile: str,
@@ -217,113 +389,195 @@ def _save(path: str, model, optimizer, cfgs: AllConfigs, tokenizer: Tokenizer, s
         augment_config=cfgs.augment, optimizer=optimizer.state_dict(), extra=extra))
 
 
-def train(cfgs: AllConfigs, flagfile: str = "", resume: bool = False, init: str = "") -> dict:
-    """Train per ``cfgs``; returns the final step, the last loss and the last dev metrics."""
-    tc = cfgs.train
-    device = pick_device(tc)
-    dist = setup_distributed(device)
-    if tc.threads > 0:
-        torch.set_num_threads(tc.threads)
-    torch.manual_seed(tc.seed)
-    os.makedirs(tc.exp_dir, exist_ok=True)
-    say = _RunLog(os.path.join(tc.exp_dir, "train.log") if dist.is_main else None)
-
-    train_report = read_manifests(tc.train_manifest, measure=True)
-    entries = [e for e in train_report.entries if 0 < e.duration <= tc.max_duration]
+def _read_entries(tc: TrainConfig) -> tuple[list[Entry], int]:
+    report = read_manifests(tc.train_manifest, measure=True)
+    entries = [e for e in report.entries if 0 < e.duration <= tc.max_duration]
     if not entries:
         raise DataError(f"no usable utterances in {tc.train_manifest} (after max_duration={tc.max_duration})")
+    return entries, report.bad_lines
+
+
+def _restore(run: _Run, entries: list[Entry], resume: bool, init: str) -> None:
+    """Resume (weights, optimizer, scaler, position), or initialise weights, or compute feature stats."""
+    tc, say, model = run.cfgs.train, run.say, run.core
+    path = _from_rank0(ckpt_io.newest(tc.exp_dir) if resume and run.dist.is_main else None, run.dist)
+    if resume and path is None:
+        say(f"--resume: no checkpoint in {tc.exp_dir} yet; starting from scratch")
+    if path:
+        ck = ckpt_io.load(path)
+        if ck.tokenizer.sha1 != run.tokenizer.sha1:
+            raise ConfigError(f"{path} was trained with another tokenizer; resume with the same exp_dir")
+        if ck.optimizer is None:
+            raise ConfigError(f"{path} holds no optimizer state (a shipped model?); use --init to fine-tune from it")
+        model.load_state_dict(ck.state_dict)
+        run.optimizer.load_state_dict(ck.optimizer)
+        if run.scaler is not None and ck.extra.get("scaler"):
+            run.scaler.load_state_dict(ck.extra["scaler"])
+        ex = ck.extra
+        run.pos = _Position(ck.step, ex.get("epoch", 0), ex.get("batch", 0))
+        old_world = int(ex.get("world_size", 1))
+        if old_world != run.dist.world_size:  # same point of the epoch, counted in the new shard's batches
+            run.pos.batch = run.pos.batch * old_world // run.dist.world_size
+            say(f"checkpoint was written by {old_world} process(es), now {run.dist.world_size}: "
+                f"continuing epoch {run.pos.epoch} from shard batch {run.pos.batch}")
+        run.last_eval = ex.get("dev") or None
+        say(f"resumed from {path} at step {run.pos.step} (epoch {run.pos.epoch}, batch {run.pos.batch})")
+    elif init:
+        src, _ = ckpt_io.load_model(init)
+        model.load_state_dict(src.state_dict())
+        say(f"initialised weights from {init}")
+    elif run.dist.is_main:  # the other ranks get the statistics with the weights
+        mean, std = feature_stats(SpeechDataset(entries, run.tokenizer, run.cfgs.features))
+        model.encoder.feat_mean.copy_(mean.to(model.encoder.feat_mean.device))
+        model.encoder.feat_std.copy_(std.to(model.encoder.feat_std.device))
+
+
+def _setup(cfgs: AllConfigs, dist: DistInfo, device: torch.device, entries: list[Entry], flagfile: str,
+           resume: bool, init: str) -> _Run:
+    tc = cfgs.train
+    say = _RunLog(os.path.join(tc.exp_dir, "train.log"), enabled=dist.is_main)
     tokenizer = prepare_tokenizer(cfgs, [e.text for e in entries], dist)
     if tokenizer.vocab_size != cfgs.model.vocab_size:
         cfgs = replace(cfgs, model=replace(cfgs.model, vocab_size=tokenizer.vocab_size))
     dev_set = None
     if tc.dev_manifest:
-        dev_entries = read_manifests(tc.dev_manifest, measure=True).entries
-        dev_set = SpeechDataset(dev_entries, tokenizer, cfgs.features)
-
-    resume_path = ckpt_io.newest(tc.exp_dir) if resume else None
-    if resume and resume_path is None:
-        say(f"--resume: no checkpoint in {tc.exp_dir} yet; starting from scratch")
+        dev_set = SpeechDataset(read_manifests(tc.dev_manifest, measure=True).entries, tokenizer, cfgs.features)
+    if device.type != "cuda" and tc.precision != "fp32":
+        say(f"precision={tc.precision} applies on CUDA only; training in fp32 on {device}")
     model = build_model(cfgs.model).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    step, epoch, batch_pos, extra = 0, 0, 0, {}
-    if resume_path:
-        ck = ckpt_io.load(resume_path)
-        if ck.tokenizer.sha1 != tokenizer.sha1:
-            raise ConfigError(f"{resume_path} was trained with another tokenizer; resume with the same exp_dir")
-        model.load_state_dict(ck.state_dict)
-        optimizer.load_state_dict(ck.optimizer)
-        step, extra = ck.step, ck.extra
-        epoch, batch_pos = extra.get("epoch", 0), extra.get("batch", 0)
-        say(f"resumed from {resume_path} at step {step} (epoch {epoch}, batch {batch_pos})")
-    elif init:
-        src, _ = ckpt_io.load_model(init)
-        model.load_state_dict(src.state_dict())
-        say(f"initialised weights from {init}")
-    else:
-        mean, std = feature_stats(SpeechDataset(entries, tokenizer, cfgs.features))
-        model.encoder.feat_mean.copy_(mean)
-        model.encoder.feat_std.copy_(std)
-    if dist.world_size > 1:
-        for p in model.state_dict().values():  # identical start on every rank
-            torch.distributed.broadcast(p, 0)
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    model.train()
+    scaler = torch.amp.GradScaler("cuda") if autocast_dtype(tc, device) == torch.float16 else None
+    run = _Run(cfgs, dist, device, model, optimizer, scaler, tokenizer, dev_set, say, flagfile, _Position(),
+               time.time())
+    _restore(run, entries, resume, init)
+    if dist.enabled:
+        for t in model.state_dict().values():  # identical start on every rank (weights and feature stats)
+            torch.distributed.broadcast(t, 0)
+        run.model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    # Dropout differs per rank and per resume point; the initial weights came from tc.seed alone.
+    torch.manual_seed(tc.seed + 7919 * dist.rank + run.pos.step)
+    run.model.train()
+    return run
 
-    dataset = SpeechDataset(entries, tokenizer, cfgs.features, _make_augmenter(cfgs, tc.seed + 1000 * dist.rank + step))
+
+# ---------------------------------------------------------------------------------------------- the loop
+
+
+def _timed_out(run: _Run) -> bool:
+    """``max_minutes`` passed on any rank (all ranks agree, so they stop at the same step)."""
+    tc = run.cfgs.train
+    if tc.max_minutes <= 0:
+        return False
+    late = float(time.time() - run.t0 > tc.max_minutes * 60)
+    return _all_sum([late], run.dist, run.device)[0] > 0
+
+
+def _after_step(run: _Run, norm: float) -> bool:
+    """Progress, logs, sync check, dev evaluation and checkpoint after an update; True to stop."""
+    tc, pos, say = run.cfgs.train, run.pos, run.say
+    step = pos.step
+    if run.bar is not None:
+        run.bar.update(1)
+        run.bar.set_postfix(loss=f"{run.last_loss:.3f}", lr=f"{lr_at(step, tc):.2e}")
+    if step % tc.log_every == 0:
+        skipped = int(_all_sum([pos.skipped], run.dist, run.device)[0])
+        say(f"step {step} epoch {pos.epoch} loss {run.last_loss:.4f} grad_norm {norm:.2f} lr {lr_at(step, tc):.2e} "
+            f"skipped_audio {skipped} elapsed {time.time() - run.t0:.0f}s")
+    if tc.sync_check_every > 0 and run.dist.enabled and step % tc.sync_check_every == 0:
+        checksum = check_in_sync(run.model, run.dist, run.device)
+        say(f"sync check step {step}: weights identical on {run.dist.world_size} ranks (checksum {checksum:.10g})")
+    timed_out = _timed_out(run)
+    if run.dev_set is not None and (step % tc.eval_every == 0 or step == tc.max_steps):
+        ev = run.last_eval = evaluate(run.core, run.dev_set, run.cfgs, tc.eval_utterances, run.device, run.dist)
+        say(f"eval step {step}: dev loss {ev['loss']:.4f} WER {ev['wer']:.2%} CER {ev['cer']:.2%} "
+            f"on {ev['utterances']} utterances; e.g. {ev['example']}")
+    if step % tc.checkpoint_every == 0 or step >= tc.max_steps or timed_out:
+        if run.dist.is_main:
+            extra = {"epoch": pos.epoch, "batch": pos.batch, "skipped_audio": pos.skipped,
+                     "world_size": run.dist.world_size, "dev": run.last_eval or {},
+                     "scaler": run.scaler.state_dict() if run.scaler is not None else None}
+            _save(ckpt_io.step_path(tc.exp_dir, step), run.model, run.optimizer, run.cfgs, run.tokenizer, step,
+                  run.flagfile, extra)
+            ckpt_io.prune(tc.exp_dir, tc.keep_checkpoints)
+    return step >= tc.max_steps or timed_out
+
+
+def _train_epoch(run: _Run, dataset: SpeechDataset, durations: list[float], gen: torch.Generator) -> bool:
+    """Train from ``run.pos`` to the end of its epoch or a stop; True when training should stop."""
+    tc, pos, dist = run.cfgs.train, run.pos, run.dist
+    batches = shard_batches(make_batches(durations, tc.batch_size, tc.max_batch_seconds, tc.seed + pos.epoch),
+                            dist.rank, dist.world_size)
+    start_step, from_start = pos.step, pos.batch == 0
+    group: list[dict] = []
+    loader = _loader(dataset, batches, pos.batch, tc.num_workers, pin=run.device.type == "cuda")
+    for k, batch in enumerate(loader, start=pos.batch):
+        pos.skipped += batch["skipped"]
+        if batch["feats"] is None and not dist.enabled:  # alone, simply drop it; under DDP every rank must step
+            continue
+        group.append(batch)
+        if len(group) < tc.accum_steps:
+            continue
+        run.last_loss, norm = train_step(run.model, run.optimizer, group, run.cfgs, pos.step, run.device, gen,
+                                         run.scaler, dist)
+        group = []
+        pos.step, pos.batch = pos.step + 1, k + 1
+        if _after_step(run, norm):
+            return True
+    if from_start and pos.step == start_step:
+        raise DataError(f"epoch {pos.epoch} made no optimizer step: {len(batches)} batch(es) per process for "
+                        f"accum_steps={tc.accum_steps} and {dist.world_size} process(es); lower batch_size or "
+                        "accum_steps, use fewer processes, or check that the audio is readable")
+    pos.epoch, pos.batch = pos.epoch + 1, 0
+    return False
+
+
+def train(cfgs: AllConfigs, flagfile: str = "", resume: bool = False, init: str = "") -> dict:
+    """Train per ``cfgs``; returns the final step, the last loss and the last dev metrics."""
+    tc = cfgs.train
+    device = pick_device(tc)
+    dist = setup_distributed(device)
+    ok = False
+    try:
+        result = _train(cfgs, dist, device, flagfile, resume, init)
+        ok = True
+        return result
+    finally:
+        teardown_distributed(dist, ok)
+
+
+def _train(cfgs: AllConfigs, dist: DistInfo, device: torch.device, flagfile: str, resume: bool, init: str) -> dict:
+    tc = cfgs.train
+    if tc.threads > 0:
+        torch.set_num_threads(tc.threads)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    torch.manual_seed(tc.seed)
+    if dist.is_main:
+        os.makedirs(tc.exp_dir, exist_ok=True)
+    entries, bad_lines = _read_entries(tc)
+    run = _setup(cfgs, dist, device, entries, flagfile, resume, init)
+    dataset = SpeechDataset(entries, run.tokenizer, run.cfgs.features,
+                            _make_augmenter(run.cfgs, tc.seed + 1000 * dist.rank + run.pos.step))
     hours = sum(e.duration for e in entries) / 3600
-    say(f"train: {len(entries)} utterances, {hours:.2f} h ({train_report.bad_lines} bad manifest lines skipped); "
-        f"world size {dist.world_size}; device {device}")
-    gen = torch.Generator().manual_seed(tc.seed + dist.rank + step)
-    t0, skipped, last_loss, last_eval = time.time(), 0, float("nan"), {}
-    bar = None
+    run.say(f"train: {len(entries)} utterances, {hours:.2f} h ({bad_lines} bad manifest lines skipped); "
+            f"world size {dist.world_size}; device {device}; effective batch {tc.batch_size} x {tc.accum_steps} "
+            f"x {dist.world_size}")
+    gen = torch.Generator().manual_seed(tc.seed + dist.rank + run.pos.step)
     if dist.is_main:
         from tqdm import tqdm
 
-        bar = tqdm(total=tc.max_steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
-                   disable=not os.isatty(2) and not os.environ.get("RNNT_PROGRESS"))
-    stop = False
-    while step < tc.max_steps and not stop:
-        batches = shard_batches(make_batches([e.duration for e in entries], tc.batch_size, tc.max_batch_seconds,
-                                             tc.seed + epoch), dist.rank, dist.world_size)
-        group: list[dict] = []
-        for k, batch in enumerate(_loader(dataset, batches, batch_pos, tc.num_workers), start=batch_pos):
-            skipped += batch["skipped"]
-            if batch["feats"] is None:
-                continue
-            group.append(batch)
-            if len(group) < tc.accum_steps:
-                continue
-            last_loss, norm = train_step(model, optimizer, group, cfgs, step, device, gen)
-            group = []
-            step += 1
-            position = {"epoch": epoch, "batch": k + 1, "skipped_audio": skipped}
-            if bar:
-                bar.update(1)
-                bar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{lr_at(step, tc):.2e}")
-            if dist.is_main and step % tc.log_every == 0:
-                say(f"step {step} epoch {epoch} loss {last_loss:.4f} grad_norm {norm:.2f} lr {lr_at(step, tc):.2e} "
-                    f"skipped_audio {skipped} elapsed {time.time() - t0:.0f}s")
-            timed_out = tc.max_minutes > 0 and time.time() - t0 > tc.max_minutes * 60
-            if dist.is_main and dev_set is not None and (step % tc.eval_every == 0 or step == tc.max_steps):
-                core = model.module if hasattr(model, "module") else model
-                last_eval = evaluate(core, dev_set, cfgs, tc.eval_utterances, device)
-                say(f"eval step {step}: dev loss {last_eval['loss']:.4f} WER {last_eval['wer']:.2%} "
-                    f"CER {last_eval['cer']:.2%} on {last_eval['utterances']} utterances; e.g. {last_eval['example']}")
-            if step % tc.checkpoint_every == 0 or step >= tc.max_steps or timed_out:
-                if dist.is_main:
-                    _save(ckpt_io.step_path(tc.exp_dir, step), model, optimizer, cfgs, tokenizer, step, flagfile,
-                          {**position, "dev": last_eval})
-                    ckpt_io.prune(tc.exp_dir, tc.keep_checkpoints)
-            if step >= tc.max_steps or timed_out:
-                stop = True
-                break
-        else:
-            epoch, batch_pos = epoch + 1, 0
-    if bar:
-        bar.close()
+        run.bar = tqdm(total=tc.max_steps, initial=run.pos.step, desc="train", unit="step", dynamic_ncols=True,
+                       disable=not os.isatty(2) and not os.environ.get("RNNT_PROGRESS"))
+    durations = [e.duration for e in entries]
+    while run.pos.step < tc.max_steps and not _train_epoch(run, dataset, durations, gen):
+        pass
+    if run.bar is not None:
+        run.bar.close()
+    skipped = int(_all_sum([run.pos.skipped], dist, device)[0])
     if skipped:
-        say(f"skipped {skipped} unreadable audio file(s) in total")
-    say(f"finished at step {step}, loss {last_loss:.4f}")
-    if dist.world_size > 1:
-        torch.distributed.barrier()
-    return {"step": step, "loss": last_loss, "dev": last_eval, "skipped_audio": skipped}
+        run.say(f"skipped {skipped} unreadable audio file(s) in total")
+    run.say(f"finished at step {run.pos.step}, loss {run.last_loss:.4f}")
+    run.say.close()
+    return {"step": run.pos.step, "loss": run.last_loss, "dev": run.last_eval or {}, "skipped_audio": skipped,
+            "rank": dist.rank}

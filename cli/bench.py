@@ -1,0 +1,96 @@
+"""CPU benchmark: ``python -m cli.bench [--model M] [--manifest M] [--json OUT]``.
+
+On the same audio: real-time factor of torch fp32, onnxruntime fp32 and onnxruntime int8 at one thread,
+median and 95th-percentile compute per chunk, WER and token parity with torch, then how many real-time
+streams ``--capacity_threads`` threads sustain when the encoder runs all streams as one batch. The ONNX
+graphs are exported from ``--model`` into a temporary folder unless ``--onnx`` names an export folder.
+"""
+
+import json
+import os
+import platform
+import tempfile
+
+import numpy as np
+from absl import flags as absl_flags
+
+from cli import flags
+from cli.common import model_path, run
+from rnnt.audio import SAMPLE_RATE
+from rnnt.config import DecodingConfig, to_dict
+
+absl_flags.DEFINE_string("manifest", "", "JSONL manifest of the audio to time; empty = a few espeak-ng sentences")
+absl_flags.DEFINE_integer("limit", 0, "use only the first N utterances of the manifest (0 = all)")
+absl_flags.DEFINE_string("onnx", "", "ONNX export folder of --model (with int8/); empty = export to a temp folder")
+absl_flags.DEFINE_string("json", "", "write the results to this JSON file")
+absl_flags.DEFINE_integer("capacity_threads", 2, "threads for the multi-stream capacity test (0 = skip the test)")
+absl_flags.DEFINE_float("capacity_seconds", 6.0, "seconds of audio each stream decodes in the capacity test")
+absl_flags.DEFINE_integer("max_streams", 256, "most streams tried in the capacity test")
+flags.define(DecodingConfig, extra=("model",))
+
+
+def _onnx_folder(model, ckpt, out_dir: str) -> str:
+    from export.onnx_export import export_onnx, quantize_int8
+
+    export_onnx(model, ckpt.feature_config, ckpt.tokenizer, out_dir)
+    quantize_int8(out_dir)
+    return out_dir
+
+
+def _backends(path: str, onnx_dir: str, tmp: str, threads: int) -> tuple[list[tuple[str, object]], object]:
+    """[(name, backend)] for torch fp32, onnx fp32 and (when exported) onnx int8, and the tokenizer."""
+    from rnnt.backend import TorchBackend
+    from rnnt.checkpoint import load_model
+    from rnnt.onnx_backend import OnnxBackend
+
+    model, ckpt = load_model(path)
+    onnx_dir = onnx_dir or _onnx_folder(model, ckpt, tmp)
+    out = [("torch fp32", TorchBackend(model, ckpt.feature_config, threads)),
+           ("onnx fp32", OnnxBackend.from_dir(onnx_dir, threads))]
+    if os.path.isdir(os.path.join(onnx_dir, "int8")):
+        out.append(("onnx int8", OnnxBackend.from_dir(onnx_dir, threads, int8=True)))
+    return out, ckpt.tokenizer
+
+
+def _table(rows: list[dict], capacity: dict) -> str:
+    lines = [f"{'backend':<12} {'threads':>7} {'RTF':>8} {'chunk p50':>10} {'chunk p95':>10} {'WER':>7} "
+             f"{'same tokens as torch':>21}"]
+    for r in rows:
+        wer = "-" if r["wer"] is None else f"{r['wer']:.2%}"
+        lines.append(f"{r['name']:<12} {r['threads']:>7} {r['rtf']:>8.4f} {r['chunk_ms_p50']:>8.2f}ms "
+                     f"{r['chunk_ms_p95']:>8.2f}ms {wer:>7} {r['same_tokens_as_reference']:>10}/{r['utterances']}")
+    for name, c in capacity.get("streams", {}).items():
+        lines.append(f"{name}: {c} real-time streams on {capacity['threads']} threads (batched encoder)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    from rnnt.benchmark import espeak_utterances, load_utterances, max_realtime_streams, summarize, time_streaming
+    from rnnt.data import read_manifest
+    from rnnt.session import Recognizer
+
+    F = flags.FLAGS
+    decoding = flags.config_from_flags(DecodingConfig)
+    utts = (load_utterances([(e.audio, e.text) for e in read_manifest(F.manifest).entries], F.limit)
+            if F.manifest else espeak_utterances())
+    with tempfile.TemporaryDirectory() as tmp:
+        backends, tok = _backends(model_path(F.model), F.onnx, tmp, 1)
+        runs = [time_streaming(Recognizer(be, tok, decoding), utts, name, 1) for name, be in backends]
+        rows = summarize(runs, [u.text for u in utts])
+        capacity = {"threads": F.capacity_threads, "streams": {}, "trials": {}}
+        if F.capacity_threads > 0:
+            clip = np.concatenate([u.samples for u in utts])[: int(F.capacity_seconds * SAMPLE_RATE)]
+            capacity["audio_seconds"] = len(clip) / SAMPLE_RATE
+            for name, be in _backends(model_path(F.model), F.onnx or tmp, tmp, F.capacity_threads)[0]:
+                capacity["streams"][name], capacity["trials"][name] = max_realtime_streams(be, decoding, clip, F.max_streams)
+    print(_table(rows, capacity))
+    if F.json:
+        with open(F.json, "w", encoding="utf-8") as f:
+            json.dump({"model": model_path(F.model), "manifest": F.manifest or "espeak-ng sentences",
+                       "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+                       "decoding": to_dict(decoding), "runs": rows, "capacity": capacity}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,97 @@
+"""Shared fixtures: a tiny espeak-ng corpus and a tiny model trained on it (once per test session)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+SENTENCES = [
+    "the cat sat on the mat", "open the door please", "turn left at the light", "go forward ten meters",
+    "she sells sea shells", "a quick brown fox", "my name is john", "it is raining today",
+    "close the window now", "i like green apples", "where is the station", "call me tomorrow",
+    "stop the music", "play some jazz", "the dog is barking", "we need more time", "read the book again",
+    "the sun is hot", "pick up the phone", "wait for me here",
+]
+
+
+def espeak(text: str, path: str, voice: str = "en-us", speed: int = 150) -> None:
+    """Synthesize ``text`` to a WAV file (22.05 kHz, espeak-ng's native rate)."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", path, text], check=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> str:
+    """20 espeak-ng utterances and a manifest; returns the manifest path."""
+    import soundfile as sf
+
+    from rnnt.audio import load_audio, write_wav
+
+    d = tmp_path_factory.mktemp("tiny_corpus")
+    rng = np.random.default_rng(0)
+    with open(d / "train.jsonl", "w") as f:
+        for i, s in enumerate(SENTENCES):
+            path = str(d / f"u{i:02d}.wav")
+            espeak(s, path)
+            # Silence of random length around the speech, so the model learns that silence is blank.
+            pads = [np.zeros(int(rng.uniform(0.2, 1.0) * 16000), np.float32) for _ in range(2)]
+            write_wav(path, np.concatenate([pads[0], load_audio(path), pads[1]]))
+            info = sf.info(path)
+            f.write(json.dumps({"audio": f"u{i:02d}.wav", "text": s, "duration": info.frames / info.samplerate}) + "\n")
+    return str(d / "train.jsonl")
+
+
+def train_tiny(manifest: str, exp_dir: str, steps: int, extra: list[str] = ()) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "cli.train", "--flagfile", os.path.join(REPO, "flagfiles", "tiny.txt"),
+           f"--train_manifest={manifest}", f"--dev_manifest={manifest}", f"--exp_dir={exp_dir}",
+           f"--max_steps={steps}", "--vocab_size=40", "--threads=2", *extra]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_corpus, tmp_path_factory) -> str:
+    """Path of a tiny checkpoint trained to fit the tiny corpus (about 20 s on 2 cores)."""
+    exp = tmp_path_factory.mktemp("tiny_exp")
+    proc = train_tiny(tiny_corpus, str(exp), 300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from rnnt.checkpoint import newest
+
+    path = newest(str(exp))
+    assert path is not None
+    return path
+
+
+@pytest.fixture(scope="session")
+def random_model(tmp_path_factory, tiny_corpus) -> str:
+    """An untrained checkpoint with the tiny shape (random weights, real tokenizer)."""
+    import torch
+
+    from rnnt import checkpoint
+    from rnnt.config import FeatureConfig, ModelConfig
+    from rnnt.tokenizer import train_bpe
+    from rnnt.transducer import build_model
+
+    d = tmp_path_factory.mktemp("random_model")
+    tok = train_bpe(SENTENCES * 5, 40, str(d / "tok.model"))
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=tok.vocab_size, enc_layers=2, enc_hidden=64, enc_out=64, pred_embed=32,
+                      pred_hidden=64, pred_out=64, joint_dim=64, dropout=0.0)
+    model = build_model(cfg)
+    path = str(d / "random.pt")
+    checkpoint.save(path, checkpoint.Checkpoint(cfg, FeatureConfig(), tok, model.state_dict(), step=0))
+    return path
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)

@@ -1,0 +1,60 @@
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from rnnt import checkpoint
+from rnnt.errors import CheckpointError
+from tests.conftest import REPO
+
+
+def test_roundtrip_half_and_prune(random_model, tmp_path):
+    model, ck = checkpoint.load_model(random_model)
+    half = str(tmp_path / "half.pt")
+    checkpoint.save(half, ck, half=True)
+    assert os.path.getsize(half) < os.path.getsize(random_model)
+    m2, ck2 = checkpoint.load_model(half)
+    assert ck2.model_config == ck.model_config and ck2.tokenizer.sha1 == ck.tokenizer.sha1
+    for (k, a), (_, b) in zip(model.state_dict().items(), m2.state_dict().items()):
+        assert torch.allclose(a, b, atol=1e-2), k
+    for step in (1, 2, 3, 4):
+        checkpoint.save(checkpoint.step_path(str(tmp_path), step), ck)
+    checkpoint.prune(str(tmp_path), 2)
+    assert checkpoint.newest(str(tmp_path)).endswith("ckpt-00000004.pt")
+    assert len([p for p in os.listdir(tmp_path) if p.startswith("ckpt-")]) == 2
+    assert not [p for p in os.listdir(tmp_path) if ".tmp" in p]
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage" * 100, None])
+def test_bad_files_are_one_line_errors(tmp_path, content):
+    path = str(tmp_path / "bad.pt")
+    if content is None:
+        torch.save({"hello": 1}, path)
+    else:
+        open(path, "wb").write(content)
+    with pytest.raises(CheckpointError):
+        checkpoint.load(path)
+    with pytest.raises(CheckpointError):
+        checkpoint.load(str(tmp_path / "missing.pt"))
+
+
+def test_truncated_checkpoint_is_rejected(random_model, tmp_path):
+    data = open(random_model, "rb").read()
+    path = tmp_path / "trunc.pt"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError):
+        checkpoint.load(str(path))
+
+
+def test_cli_reports_bad_model_in_one_line(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"nope")
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text('{"audio": "x.wav", "text": "x"}\n')
+    proc = subprocess.run([sys.executable, "-m", "cli.evaluate", f"--manifest={manifest}", f"--model={bad}"],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "Traceback" not in proc.stderr

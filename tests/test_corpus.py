@@ -1,0 +1,169 @@
+"""Tests for rnnt/corpus.py: text forms, sentence splits, engines, codecs and a tiny resumable corpus."""
+
+import dataclasses
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from rnnt import corpus
+from rnnt.audio import SAMPLE_RATE, duration_seconds, load_audio
+from rnnt.corpus import CorpusConfig
+from rnnt.errors import ConfigError
+from rnnt.text import normalize
+
+HAVE_ESPEAK = shutil.which("espeak-ng") is not None
+HAVE_FLITE = shutil.which("flite") is not None
+needs_tts = pytest.mark.skipif(not (HAVE_ESPEAK and HAVE_FLITE), reason="espeak-ng and flite are needed")
+
+
+def tiny_config(out_dir, **kw) -> CorpusConfig:
+    base = dict(out_dir=str(out_dir), num_sentences=8, heldout_sentences=4, dev_sentences=2,
+                sources="fortunes,generated", test_voices="espeak_en-gb-scotland+m7,flite_rms",
+                engine_weights="espeak=1,flite=1", codec_prob=0.3, workers=2, refresh_every=3, seed=5)
+    base.update(kw)
+    return CorpusConfig(**base)
+
+
+def read_jsonl(path):
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.mark.parametrize("kw", [dict(test_voices="flite_rms"), dict(engine_weights="espeak=0"),
+                                dict(engine_weights="espeak=x"), dict(engine_weights="nope=1"),
+                                dict(dev_sentences=10, heldout_sentences=10), dict(sources="fortunes,web"),
+                                dict(workers=0), dict(codec_prob=1.5)])
+def test_config_rejects_bad_values(kw):
+    with pytest.raises(ConfigError):
+        tiny_config("x", **kw)
+
+
+def test_spoken_form_keeps_transcript_in_step():
+    assert corpus.spoken_form("Collect $200!") == "Collect two hundred dollars!"
+    assert corpus.spoken_form("See you at 10:42 am, said I.") == "See you at ten forty two A M, said I."
+    for raw in ("Bank error in your favor.  Collect $200.", "It's 3:15 -- or is it?", "The 21st of May, 1999."):
+        assert normalize(corpus.spoken_form(raw)) == normalize(raw)
+
+
+def test_split_sentences_bounds_length():
+    text = "Short one. " + ", ".join(["Word word word"] * 20) + ". Yes? No!"
+    out = corpus.split_sentences(text, min_words=2, max_words=30)
+    assert out[0] == "Short one."
+    assert all(2 <= len(s.split()) <= 30 for s in out)
+    assert "Yes?" not in out  # one word is too short
+
+
+def test_is_speakable_drops_abbreviations_and_markup():
+    vocab = corpus.load_vocabulary()
+    for raw, ok in (("The cat sat on the mat.", True), ("Dr. Smith is in.", False),
+                    ("See www.debian.org now.", False), ("It weighs 5 lbs.", False)):
+        assert corpus.is_speakable(raw, normalize(corpus.spoken_form(raw)), vocab) is ok, raw
+
+
+def test_generated_sentences_cover_numbers_and_letters():
+    rng = np.random.default_rng(0)
+    pairs = corpus.generated_sentences(rng, 300)
+    texts = [normalize(spoken or corpus.spoken_form(raw)) for raw, spoken in pairs]
+    assert all(texts) and len(set(texts)) > 250
+    joined = " ".join(texts)
+    for word in ("hundred", "dollars", "of", "percent"):
+        assert word in joined.split()
+    spelled = [s for _, s in pairs if s]
+    assert spelled and all("," in s for s in spelled)
+
+
+def test_build_sentences_disjoint(tmp_path):
+    cfg = tiny_config(tmp_path, num_sentences=200, heldout_sentences=60, dev_sentences=20,
+                      sources="fortunes,words,generated")
+    sents = corpus.build_sentences(cfg)
+    assert [len(sents[s]) for s in ("train", "dev", "test")] == [200, 20, 40]
+    texts = {s: {x.text for x in v} for s, v in sents.items()}
+    assert not texts["train"] & (texts["dev"] | texts["test"]) and not texts["dev"] & texts["test"]
+    assert all(x.text == normalize(x.spoken) and 2 <= len(x.text.split()) <= 30 for v in sents.values() for x in v)
+    assert corpus.build_sentences(cfg) == sents  # deterministic
+
+
+def test_trim_silence_pads_both_ends():
+    rng = np.random.default_rng(0)
+    x = np.zeros(3 * SAMPLE_RATE, np.float32)
+    x[SAMPLE_RATE: 2 * SAMPLE_RATE] = 0.5 * np.sin(np.arange(SAMPLE_RATE) * 0.3)
+    y = corpus.trim_silence(x, rng)
+    lead = np.flatnonzero(np.abs(y) > 0.01)[0] / SAMPLE_RATE
+    assert 0.09 <= lead <= 0.31 and 1.19 <= len(y) / SAMPLE_RATE <= 1.62
+
+
+@pytest.mark.parametrize("codec", ["mulaw", "gsm", "mp3", "opus"])
+def test_codec_roundtrip(codec):
+    x = (0.3 * np.sin(np.arange(SAMPLE_RATE) * 2 * np.pi * 440 / SAMPLE_RATE)).astype(np.float32)
+    y = corpus.codec_roundtrip(x, codec, np.random.default_rng(0))
+    assert y.dtype == np.float32 and np.all(np.isfinite(y))
+    assert abs(len(y) - len(x)) < 0.1 * SAMPLE_RATE and 0.1 < np.max(np.abs(y)) < 0.5
+
+
+def _job(engine: str, ident: str) -> corpus.Job:
+    return corpus.Job("train-000000", "train", corpus.Voice(f"{engine}_x", engine, ident), "Hello there, world.",
+                      "hello there world", 1.0, 1.05, "", 3)
+
+
+@pytest.mark.parametrize("engine,ident", [("festival", "kal_diphone"), ("piper", "joe"), ("kokoro", "jf_alpha")])
+def test_optional_engines_render(engine, ident):
+    if not corpus._probe(engine):
+        pytest.skip(f"{engine} is not installed")
+    y = corpus.render(_job(engine, ident))
+    assert y.dtype == np.float32 and 0.5 < len(y) / SAMPLE_RATE < 4 and np.max(np.abs(y)) > 0.2
+
+
+def test_kokoro_phonemes_use_misaki_symbols():
+    pytest.importorskip("piper")
+    corpus._kokoro_state() if corpus._probe("kokoro") else pytest.skip("kokoro is not installed")
+    ps = corpus.kokoro_phonemes("I know, right?")
+    assert "I" in ps and "O" in ps and "," in ps and ps.endswith("?") and "ː" not in ps
+
+
+@needs_tts
+def test_tiny_corpus_manifests_heldout_and_resume(tmp_path):
+    cfg = tiny_config(tmp_path)
+    corpus.synthesize_corpus(cfg, progress=False)
+    man = {s: read_jsonl(tmp_path / f"{s}.jsonl") for s in ("train", "dev", "test")}
+    assert [len(man[s]) for s in ("train", "dev", "test")] == [8, 2, 2]
+    test_voices = set(cfg.test_voice_names())
+    assert {r["voice"] for r in man["test"]} <= test_voices
+    assert not {r["voice"] for r in man["train"] + man["dev"]} & test_voices
+    heldout = {r["text"] for r in man["dev"] + man["test"]}
+    assert not heldout & {r["text"] for r in man["train"]}
+    for r in man["train"] + man["dev"] + man["test"]:
+        assert set(r) == {"audio", "text", "duration", "voice"} and r["text"] == normalize(r["text"])
+        path = tmp_path / r["audio"]
+        assert path.is_file() and r["audio"].startswith(f"audio/{r['voice']}/")
+        assert duration_seconds(str(path)) == pytest.approx(r["duration"], abs=1e-3)
+        assert 0.3 < r["duration"] < 20 and np.max(np.abs(load_audio(str(path)))) > 0.05
+
+    mtimes = {p: os.path.getmtime(p) for p in tmp_path.glob("audio/*/*.flac")}
+    lines = len(read_jsonl(tmp_path / "records.jsonl"))
+    corpus.synthesize_corpus(cfg, progress=False)  # resume: nothing new
+    assert len(read_jsonl(tmp_path / "records.jsonl")) == lines
+    assert {p: os.path.getmtime(p) for p in tmp_path.glob("audio/*/*.flac")} == mtimes
+
+    os.remove(tmp_path / man["train"][3]["audio"])  # a lost file is made again, and only it
+    corpus.synthesize_corpus(cfg, progress=False)
+    assert len(read_jsonl(tmp_path / "records.jsonl")) == lines + 1
+    assert read_jsonl(tmp_path / "train.jsonl") == man["train"]
+
+
+@needs_tts
+def test_changed_text_settings_need_new_out_dir(tmp_path):
+    cfg = tiny_config(tmp_path, num_sentences=3, heldout_sentences=2, dev_sentences=1)
+    corpus.prepare(cfg)
+    with pytest.raises(ConfigError, match="new out_dir"):
+        corpus.prepare(dataclasses.replace(cfg, num_sentences=4))
+
+
+@needs_tts
+def test_unknown_test_voice_is_a_config_error(tmp_path):
+    cfg = tiny_config(tmp_path, test_voices="espeak_en-us,flite_nobody", num_sentences=3, heldout_sentences=2,
+                      dev_sentences=1)
+    with pytest.raises(ConfigError, match="flite_nobody"):
+        corpus.prepare(cfg)

@@ -1,0 +1,62 @@
+import torch
+
+from rnnt.config import ModelConfig
+from rnnt.state import stack_states, unstack_states
+from rnnt.transducer import build_model, count_parameters
+
+CFG = ModelConfig(vocab_size=30, enc_layers=3, enc_hidden=48, enc_out=40, pred_embed=16, pred_hidden=32,
+                  pred_out=24, joint_dim=36, dropout=0.0)
+
+
+def test_chunked_forward_equals_full():
+    torch.manual_seed(0)
+    enc = build_model(CFG).encoder.eval()
+    x = torch.randn(2, 64, CFG.n_mels)
+    lens = torch.tensor([64, 64])
+    full, full_lens, full_state = enc(x, lens)
+    assert full.shape == (2, 16, CFG.enc_out) and full_lens.tolist() == [16, 16]
+    state, outs = None, []
+    for start in range(0, 64, 8):
+        out, _, state = enc(x[:, start : start + 8], torch.tensor([8, 8]), state)
+        outs.append(out)
+    assert torch.allclose(torch.cat(outs, 1), full, atol=1e-5)
+    assert torch.allclose(state.h, full_state.h, atol=1e-5)
+
+
+def test_predictor_stepwise_equals_sequence():
+    torch.manual_seed(0)
+    pred = build_model(CFG).predictor.eval()
+    tokens = torch.randint(0, 30, (3, 7))
+    full, _ = pred(tokens)
+    state, outs = None, []
+    for u in range(7):
+        out, state = pred(tokens[:, u : u + 1], state)
+        outs.append(out)
+    assert torch.allclose(torch.cat(outs, 1), full, atol=1e-5)
+
+
+def test_joiner_modes_and_shapes():
+    for mode in ("sum", "concat"):
+        model = build_model(ModelConfig(**{**CFG.__dict__, "joint_mode": mode}))
+        logits = model.joiner(torch.randn(2, 5, CFG.enc_out), torch.randn(2, 4, CFG.pred_out))
+        assert logits.shape == (2, 5, 4, 30)
+
+
+def test_states_stack_and_unstack():
+    enc = build_model(CFG).encoder
+    s = enc.init_state(3)
+    parts = unstack_states(s)
+    assert len(parts) == 3 and parts[0].h.shape == (3, 1, 48)
+    again = stack_states(parts)
+    assert again.h.shape == (3, 3, 48)
+
+
+def test_parameter_count_and_loss_backward():
+    model = build_model(CFG)
+    counts = count_parameters(model)
+    assert counts["total"] == sum(p.numel() for p in model.parameters())
+    loss = model(torch.randn(2, 40, CFG.n_mels), torch.tensor([40, 32]), torch.randint(1, 30, (2, 4)),
+                 torch.tensor([4, 2]))
+    assert loss.shape == (2,) and torch.isfinite(loss).all()
+    loss.sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

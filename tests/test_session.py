@@ -1,0 +1,96 @@
+"""Streaming decoding: any chunking of the input gives exactly the tokens of one-piece decoding."""
+
+import numpy as np
+import pytest
+
+from rnnt.audio import load_audio
+from rnnt.config import DecodingConfig, EndpointConfig
+from rnnt.inference import load_recognizer
+from rnnt.session import words_from_tokens
+
+
+def _twenty_seconds(manifest: str) -> np.ndarray:
+    import json
+    import os
+
+    base = os.path.dirname(manifest)
+    parts = []
+    for line in open(manifest):
+        parts.append(load_audio(os.path.join(base, json.loads(line)["audio"])))
+        parts.append(np.zeros(3200, np.float32))
+    x = np.concatenate(parts)
+    return np.tile(x, int(np.ceil(20 * 16000 / len(x))))[: 20 * 16000]
+
+
+def _decode(rec, x, sizes):
+    s = rec.create_stream()
+    toks, i = [], 0
+    for n in sizes:
+        toks += s.accept(x[i : i + n])
+        i += n
+    toks += s.accept(x[i:])
+    toks += s.finalize()
+    return [(t.id, t.time) for t in toks], s.pop_finals()
+
+
+@pytest.mark.parametrize("which", ["tiny_model", "random_model"])
+def test_random_chunks_equal_one_piece(which, request, tiny_corpus):
+    rec = load_recognizer(request.getfixturevalue(which), "torch", threads=2)
+    x = _twenty_seconds(tiny_corpus)
+    whole, _ = _decode(rec, x, [])
+    rng = np.random.default_rng(7)
+    random_sizes = list(rng.integers(1, 8000, size=200))
+    assert _decode(rec, x, random_sizes)[0] == whole
+    assert _decode(rec, x, [160] * (len(x) // 160))[0] == whole  # 10 ms pieces
+    assert _decode(rec, x, [16000] * 20)[0] == whole  # 1 s pieces
+    assert len(whole) > 0
+
+
+def test_trained_model_transcribes_and_times(tiny_model, tiny_corpus):
+    import json
+    import os
+
+    rec = load_recognizer(tiny_model, "torch", threads=2)
+    line = json.loads(open(tiny_corpus).readline())
+    x = load_audio(os.path.join(os.path.dirname(tiny_corpus), line["audio"]))
+    toks, finals = _decode(rec, x, [1600] * 100)
+    assert len(finals) == 1 and finals[0].final
+    assert finals[0].text == line["text"]
+    times = [t for _, t in toks]
+    assert times == sorted(times) and 0 <= times[0] and times[-1] <= len(x) / 16000
+    words = finals[0].words
+    assert [w.text for w in words] == line["text"].split()
+    assert all(w.start < w.end for w in words)
+
+
+def test_endpoint_splits_utterances(tiny_model, tiny_corpus):
+    import json
+    import os
+
+    base = os.path.dirname(tiny_corpus)
+    lines = [json.loads(x) for x in open(tiny_corpus)][:3]
+    silence = np.zeros(16000 * 2, np.float32)
+    x = np.concatenate([p for ln in lines for p in (load_audio(os.path.join(base, ln["audio"])), silence)])
+    rec = load_recognizer(tiny_model, "torch", threads=2, endpoint=EndpointConfig(silence_after_speech=1.0))
+    s = rec.create_stream()
+    s.accept(x)
+    s.finalize()
+    finals = [u for u in s.pop_finals() if u.text]
+    assert [u.text for u in finals] == [ln["text"] for ln in lines]
+    assert finals[0].end < finals[1].start < finals[2].start
+
+
+def test_max_symbols_per_frame_is_respected(random_model):
+    rec = load_recognizer(random_model, "torch", decoding=DecodingConfig(max_symbols_per_frame=1))
+    s = rec.create_stream()
+    toks = s.accept(np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1) + s.finalize()
+    times = [t.time for t in toks]
+    assert len(times) == len(set(times))
+
+
+def test_words_from_tokens(random_model):
+    rec = load_recognizer(random_model, "torch")
+    tok = rec.tokenizer
+    ids = tok.encode("open the door")
+    words = words_from_tokens(tok, ids, list(range(len(ids))), 0.04)
+    assert [w.text for w in words] == ["open", "the", "door"]

@@ -1,0 +1,117 @@
+"""Single-process training: the tiny model learns the tiny corpus, resume, bad data, schedule, SpecAugment."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+import torch
+
+from rnnt import checkpoint
+from rnnt.config import AllConfigs, AugmentConfig, ModelConfig, TrainConfig
+from rnnt.errors import DataError
+from rnnt.train import lr_at, spec_augment, train, train_step
+from tests.conftest import train_tiny
+
+
+def test_tiny_model_reaches_low_cer_on_its_corpus(tiny_model, tiny_corpus):
+    from rnnt.evaluation import evaluate_manifest
+    from rnnt.inference import load_recognizer
+
+    result = evaluate_manifest(load_recognizer(tiny_model, "torch", threads=2), tiny_corpus)
+    assert len(result.utterances) == 20 and not result.failed
+    assert result.cer < 0.20, [(u["ref"], u["hyp"]) for u in result.utterances]
+
+
+def test_resume_continues_the_step_count(tiny_corpus, tmp_path):
+    exp = str(tmp_path / "exp")
+    first = train_tiny(tiny_corpus, exp, 6, ["--checkpoint_every=3", "--log_every=1"])
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert checkpoint.newest(exp).endswith("ckpt-00000006.pt")
+
+    second = train_tiny(tiny_corpus, exp, 9, ["--checkpoint_every=3", "--log_every=1", "--resume"])
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert re.search(r"resumed from .*ckpt-00000006\.pt at step 6 \(epoch \d+, batch \d+\)", second.stderr)
+    assert "step 7 epoch" in second.stderr and "step 6 epoch" not in second.stderr
+    assert "trained to step 9" in second.stdout
+    ck = checkpoint.load(checkpoint.newest(exp))
+    assert ck.step == 9 and ck.extra["world_size"] == 1
+    assert ck.optimizer["state"]  # Adam moments travel with the checkpoint
+
+
+def test_bad_manifest_line_and_unreadable_audio_are_skipped(tiny_corpus, tmp_path):
+    base = os.path.dirname(tiny_corpus)
+    with open(tiny_corpus) as f:
+        rows = [json.loads(line) for line in f]
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF\x00\x00garbage" * 40)
+    manifest = tmp_path / "train.jsonl"
+    with open(manifest, "w") as f:
+        for r in rows:
+            f.write(json.dumps({**r, "audio": os.path.join(base, r["audio"])}) + "\n")
+        f.write("this line is not json\n")
+        f.write(json.dumps({"text": "a line without audio"}) + "\n")
+        f.write(json.dumps({"audio": str(broken), "text": "stop the music", "duration": 1.5}) + "\n")
+
+    proc = train_tiny(str(manifest), str(tmp_path / "exp"), 4, ["--dev_manifest="])
+
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "21 utterances" in proc.stderr and "(2 bad manifest lines skipped)" in proc.stderr
+    m = re.search(r"skipped (\d+) unreadable audio file\(s\) in total", proc.stderr)
+    assert m and int(m.group(1)) >= 1
+    assert "trained to step 4" in proc.stdout
+
+
+def test_epoch_too_small_for_accumulation_is_an_error(tiny_corpus, tmp_path):
+    cfgs = AllConfigs(
+        model=ModelConfig(vocab_size=40, enc_layers=1, enc_hidden=32, enc_out=32, pred_embed=16, pred_hidden=32,
+                          pred_out=32, joint_dim=32, dropout=0.0),
+        train=TrainConfig(train_manifest=tiny_corpus, exp_dir=str(tmp_path), batch_size=8, accum_steps=4,
+                          max_steps=5, augment=False, num_workers=0, threads=1, device="cpu"))
+    with pytest.raises(DataError, match="made no optimizer step"):  # 20 utterances = 3 batches < accum_steps
+        train(cfgs)
+
+
+def test_train_step_runs_a_stand_in_for_an_unreadable_micro_batch():
+    torch.manual_seed(0)
+    cfgs = AllConfigs(model=ModelConfig(vocab_size=10, n_mels=8, enc_layers=1, enc_hidden=16, enc_out=16,
+                                        pred_embed=8, pred_hidden=16, pred_out=16, joint_dim=16, dropout=0.0),
+                      train=TrainConfig(augment=False, warmup_steps=1))
+    from rnnt.transducer import build_model
+
+    model = build_model(cfgs.model)
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    real = {"feats": torch.randn(2, 40, 8), "feat_lengths": torch.tensor([40, 32]),
+            "tokens": torch.tensor([[3, 4, 5], [6, 7, 0]]), "token_lengths": torch.tensor([3, 2]), "skipped": 0}
+    loss, norm = train_step(model, opt, [real, {"feats": None, "skipped": 2}], cfgs, 0, torch.device("cpu"),
+                            torch.Generator().manual_seed(0))
+    assert loss > 0 and norm > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_lr_schedule_warms_up_then_decays_to_the_floor():
+    tc = TrainConfig(lr=1e-3, warmup_steps=10, decay_steps=100, min_lr=1e-5)
+    warm = [lr_at(s, tc) for s in range(10)]
+    assert all(a < b for a, b in zip(warm, warm[1:])) and warm[0] > 0
+    assert lr_at(9, tc) == pytest.approx(1e-3) and lr_at(10, tc) == pytest.approx(1e-3)
+    decay = [lr_at(s, tc) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(decay, decay[1:]))
+    assert lr_at(110, tc) == pytest.approx(1e-5) and lr_at(10**6, tc) == pytest.approx(1e-5)
+    assert min(warm + decay) >= 1e-5 - 1e-12
+
+
+def test_spec_augment_masks_without_touching_its_input():
+    feats = torch.randn(3, 200, 80)
+    original = feats.clone()
+    lengths = torch.tensor([200, 150, 90])
+    cfg = AugmentConfig()
+    out = spec_augment(feats, lengths, cfg, torch.Generator().manual_seed(0))
+    assert torch.equal(feats, original)
+    assert out.shape == feats.shape and not torch.equal(out, feats)
+    assert torch.equal(out, spec_augment(feats, lengths, cfg, torch.Generator().manual_seed(0)))  # seeded
+    plain = spec_augment(feats, lengths, AugmentConfig(vtlp=0, spec_freq_masks=0, spec_time_masks=0),
+                         torch.Generator().manual_seed(0))
+    assert torch.equal(plain, feats)
