@@ -9,6 +9,7 @@ On a terminal the partial hypothesis rewrites in place and finished utterances g
 piped, only finished utterances are printed. ``--flagfile`` works for every flag.
 """
 
+import signal
 import sys
 
 from absl import flags as absl_flags
@@ -25,11 +26,16 @@ flags.define(SourceConfig, only=("block_seconds", "queue_seconds", "max_seconds"
 flags.define(OutputConfig, EndpointConfig, DecodingConfig, extra=("model", "backend", "threads"))
 
 
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops like Ctrl-C: the last words are flushed, exit 0
+
+
 def main(argv: list[str]) -> int:
     from rnnt import live, sources
     from rnnt.inference import load_recognizer
 
     F = flags.FLAGS
+    signal.signal(signal.SIGTERM, _terminate)
     if len(argv) > 1:
         raise ConfigError(f"unexpected arguments {argv[1:]}; a file goes after --path")
     if F.list_devices:
@@ -39,16 +45,15 @@ def main(argv: list[str]) -> int:
         return 0
     if F.path and F.device:
         raise ConfigError("--device picks a microphone; it cannot be combined with --path")
-    cfg = flags.config_from_flags(SourceConfig)
+    cfg, out_cfg = flags.config_from_flags(SourceConfig), flags.config_from_flags(OutputConfig)
     if F.path:
         source = sources.FileSource(F.path, cfg.block_seconds, cfg.realtime)
     else:
         source = sources.MicrophoneSource(F.device, cfg.block_seconds, cfg.queue_seconds)
     rec = load_recognizer(model_path(F.model, F.backend), F.backend, F.threads,
                           flags.config_from_flags(DecodingConfig), flags.config_from_flags(EndpointConfig))
-    if not F.path:
-        print(f"listening on {source.name} (Ctrl-C to stop)", file=sys.stderr)
-    report = live.transcribe(rec, source, cfg, flags.config_from_flags(OutputConfig), sys.stdout)
+    listening = None if F.path else lambda: print(f"listening on {source.name} (Ctrl-C to stop)", file=sys.stderr)
+    report = live.transcribe(rec, source, cfg, out_cfg, sys.stdout, listening)
     if F.stats or report.total_dropped or report.source.overflows:
         print(report.summary(), file=sys.stderr)
     return 0

@@ -8,6 +8,7 @@ stalled connection is reopened with bounded exponential back-off (``--reconnect_
 transcript so far. ``--flagfile`` works for every flag.
 """
 
+import signal
 import sys
 
 from absl import flags as absl_flags
@@ -22,20 +23,25 @@ absl_flags.DEFINE_string("url", "", "page or stream to transcribe: YouTube or an
 flags.define(SourceConfig, OutputConfig, EndpointConfig, DecodingConfig, extra=("model", "backend", "threads"))
 
 
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops like Ctrl-C: the last words are flushed, exit 0
+
+
 def main(argv: list[str]) -> int:
     from rnnt import live, sources
     from rnnt.inference import load_recognizer
 
     F = flags.FLAGS
+    signal.signal(signal.SIGTERM, _terminate)
     if len(argv) > 1 or not F.url:
         raise ConfigError("pass the stream as --url URL")
-    cfg = flags.config_from_flags(SourceConfig)
+    cfg, out_cfg = flags.config_from_flags(SourceConfig), flags.config_from_flags(OutputConfig)
     source = sources.UrlSource(F.url, cfg.block_seconds, cfg.realtime, cfg.reconnect_attempts, cfg.reconnect_delay,
                                cfg.reconnect_delay_max, cfg.stall_seconds)
     rec = load_recognizer(model_path(F.model, F.backend), F.backend, F.threads,
                           flags.config_from_flags(DecodingConfig), flags.config_from_flags(EndpointConfig))
     print(f"transcribing {source.name} ({'live' if source.media.is_live else 'recorded'})", file=sys.stderr)
-    report = live.transcribe(rec, source, cfg, flags.config_from_flags(OutputConfig), sys.stdout)
+    report = live.transcribe(rec, source, cfg, out_cfg, sys.stdout)
     if report.ended_by:
         print(f"stream ended early: {report.ended_by}", file=sys.stderr)
     if F.stats or report.total_dropped:

@@ -8,7 +8,6 @@ graphs are exported from ``--model`` into a temporary folder unless ``--onnx`` n
 
 import json
 import os
-import platform
 import tempfile
 
 import numpy as np
@@ -65,29 +64,28 @@ def _table(rows: list[dict], capacity: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from rnnt.benchmark import espeak_utterances, load_utterances, max_realtime_streams, summarize, time_streaming
+    from rnnt.benchmark import (espeak_utterances, load_utterances, machine_info, stream_capacity, summarize,
+                                time_streaming)
     from rnnt.data import read_manifest
     from rnnt.session import Recognizer
 
     F = flags.FLAGS
-    decoding = flags.config_from_flags(DecodingConfig)
+    decoding, machine, model = flags.config_from_flags(DecodingConfig), machine_info(), model_path(F.model)
     utts = (load_utterances([(e.audio, e.text) for e in read_manifest(F.manifest).entries], F.limit)
             if F.manifest else espeak_utterances())
     with tempfile.TemporaryDirectory() as tmp:
-        backends, tok = _backends(model_path(F.model), F.onnx, tmp, 1)
+        backends, tok = _backends(model, F.onnx, tmp, 1)
         runs = [time_streaming(Recognizer(be, tok, decoding), utts, name, 1) for name, be in backends]
-        rows = summarize(runs, [u.text for u in utts])
-        capacity = {"threads": F.capacity_threads, "streams": {}, "trials": {}}
+        capacity = {}
         if F.capacity_threads > 0:
             clip = np.concatenate([u.samples for u in utts])[: int(F.capacity_seconds * SAMPLE_RATE)]
-            capacity["audio_seconds"] = len(clip) / SAMPLE_RATE
-            for name, be in _backends(model_path(F.model), F.onnx or tmp, tmp, F.capacity_threads)[0]:
-                capacity["streams"][name], capacity["trials"][name] = max_realtime_streams(be, decoding, clip, F.max_streams)
+            capacity = stream_capacity(_backends(model, F.onnx or tmp, tmp, F.capacity_threads)[0], decoding, clip,
+                                       F.capacity_threads, F.max_streams)
+    rows = summarize(runs, [u.text for u in utts])
     print(_table(rows, capacity))
     if F.json:
         with open(F.json, "w", encoding="utf-8") as f:
-            json.dump({"model": model_path(F.model), "manifest": F.manifest or "espeak-ng sentences",
-                       "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+            json.dump({"model": model, "manifest": F.manifest or "espeak-ng sentences", "machine": machine,
                        "decoding": to_dict(decoding), "runs": rows, "capacity": capacity}, f, indent=1)
     return 0
 

@@ -24,7 +24,8 @@ def main(argv: list[str]) -> int:
 
         raise ConfigError("--train_manifest is required (a JSONL manifest; see README)")
     result = train(cfgs, flagfile=flags.flagfile_text(), resume=flags.FLAGS.resume, init=flags.FLAGS.init)
-    print(f"trained to step {result['step']}, loss {result['loss']:.4f}")
+    if result.get("rank", 0) == 0:
+        print(f"trained to step {result['step']}, loss {result['loss']:.4f}")
     return 0
 
 

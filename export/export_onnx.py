@@ -16,6 +16,8 @@ from rnnt.config import DecodingConfig
 
 absl_flags.DEFINE_string("out", None, "output folder for the ONNX graphs, tokenizer and config.json")
 absl_flags.DEFINE_bool("int8", False, "also write a dynamically quantized int8 copy to OUT/int8")
+absl_flags.DEFINE_list("int8_ops", ["MatMul", "Gemm", "LSTM"], "ONNX op types whose weights --int8 quantizes "
+                       "(MatMul,Gemm keeps the LSTMs in float)")
 absl_flags.DEFINE_integer("opset", 18, "ONNX opset version")
 absl_flags.DEFINE_string("manifest", "", "JSONL manifest to compare the WER of torch, onnx fp32 (and int8) on")
 absl_flags.DEFINE_integer("limit", 0, "use only the first N utterances of --manifest (0 = all)")
@@ -36,7 +38,7 @@ def main(argv: list[str]) -> int:
           f"max |onnxruntime - torch| on random inputs: {verify(model, F.out).worst:.2e}")
     folders = {"onnx fp32": F.out}
     if F.int8:
-        folders["onnx int8"] = quantize_int8(F.out)
+        folders["onnx int8"] = quantize_int8(F.out, op_types=tuple(F.int8_ops))
         print(f"int8: {folders['onnx int8']}; max |int8 - torch| on random inputs: "
               f"{verify(model, folders['onnx int8'], tolerance=None).worst:.2e}")
     if F.manifest:

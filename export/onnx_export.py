@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 OPSET = 18
 # onnxruntime against torch, fp32, on random inputs: both run float32 kernels, so ~1e-6 is typical.
 FP32_TOLERANCE = 1e-4
+# Dynamic int8 for every weight matrix: the LSTMs carry most of the compute. ("MatMul", "Gemm") alone
+# keeps the LSTMs in float (about as accurate on random inputs, slower).
+INT8_OPS = ("MatMul", "Gemm", "LSTM")
 
 
 class EncoderGraph(nn.Module):
@@ -145,7 +148,8 @@ def _write_folder_config(out_dir: str, cfg: dict) -> None:
 
 
 def export_onnx(model: Transducer, feature_config: FeatureConfig, tokenizer: Tokenizer, out_dir: str,
-                chunk_frames: int = DecodingConfig().chunk_frames, opset: int = OPSET, source: dict | None = None) -> dict:
+                chunk_frames: int = DecodingConfig().chunk_frames, opset: int = OPSET,
+                source: dict | None = None) -> dict:
     """Write the three graphs, the tokenizer and ``config.json`` to ``out_dir``; check each graph.
 
     Returns the folder config (also written as ``config.json``). ``source`` (e.g. checkpoint path and
@@ -177,11 +181,12 @@ def export_onnx(model: Transducer, feature_config: FeatureConfig, tokenizer: Tok
     return folder_cfg
 
 
-def quantize_int8(fp32_dir: str, out_dir: str | None = None) -> str:
+def quantize_int8(fp32_dir: str, out_dir: str | None = None, op_types: tuple[str, ...] = INT8_OPS) -> str:
     """Dynamic int8 quantization (onnxruntime.quantization) of an export folder; returns the new folder.
 
-    Weights of MatMul/Gemm and LSTM become int8 (activations are quantized on the fly); the embedding
-    (Gather) stays float. Defaults to ``fp32_dir/int8``.
+    Weights of the ``op_types`` nodes become int8 and their activations are quantized on the fly
+    (``LSTM`` becomes com.microsoft ``DynamicQuantizeLSTM``, ``MatMul`` becomes ``MatMulInteger``); the
+    embedding (Gather), LayerNorm and the rest stay float. ``out_dir`` defaults to ``fp32_dir/int8``.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -194,7 +199,7 @@ def quantize_int8(fp32_dir: str, out_dir: str | None = None) -> str:
         src, dst = os.path.join(fp32_dir, file), os.path.join(out_dir, file)
         logging.disable(logging.WARNING)  # the quantizer logs every tensor it leaves alone to the root logger
         try:
-            quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm", "LSTM"])
+            quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=list(op_types))
         except Exception as e:
             raise ExportError(f"int8 quantization of {src} failed: {type(e).__name__}: {e}") from e
         finally:

@@ -39,6 +39,7 @@ from rnnt.sources import Block, Source, SourceStats
 log = logging.getLogger(__name__)
 
 _END = object()  # queue sentinel
+_STARTED = object()  # the source delivered its first block
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,9 @@ class _Timeline:
         if len(self._marks) == 1 and self._marks[0][1] == 0:
             return u
         words = [Word(w.text, w.start + self.shift(w.start), w.end + self.shift(w.start)) for w in u.words]
-        return dataclasses.replace(u, words=words, start=u.start + self.shift(u.start), end=u.end + self.shift(u.start))
+        start = words[0].start if words else u.start + self.shift(u.start)
+        end = words[-1].end if words else u.end + self.shift(u.end)
+        return dataclasses.replace(u, words=words, start=start, end=end)
 
 
 class _Pipeline:
@@ -158,6 +161,8 @@ class _Pipeline:
             for block in self.source:
                 if self.stop.is_set():
                     break
+                if not taken:
+                    self.events.put(_STARTED)
                 if limit and taken + len(block.samples) >= limit:
                     self._enqueue(dataclasses.replace(block, samples=block.samples[: limit - taken]))
                     break
@@ -235,7 +240,7 @@ class _Pipeline:
         return shown
 
     # --- caller's thread -----------------------------------------------------------------------------
-    def pump(self, on_event: Callable[[Event], None]) -> None:
+    def pump(self, on_event: Callable[[Event], None], on_start: Callable[[], None] | None) -> None:
         while True:
             try:
                 ev = self.events.get(timeout=0.1)
@@ -243,6 +248,10 @@ class _Pipeline:
                 continue
             if ev is _END:
                 return
+            if ev is _STARTED:
+                if on_start is not None:
+                    on_start()
+                continue
             on_event(ev)
 
     def interrupt(self) -> None:
@@ -251,18 +260,21 @@ class _Pipeline:
         self.source.close()
 
 
-def run(recognizer: Recognizer, source: Source, cfg: SourceConfig, on_event: Callable[[Event], None]) -> LiveReport:
+def run(recognizer: Recognizer, source: Source, cfg: SourceConfig, on_event: Callable[[Event], None],
+        on_start: Callable[[], None] | None = None) -> LiveReport:
     """Transcribe ``source`` until it ends, ``cfg.max_seconds`` pass or Ctrl-C; ``on_event`` gets every
-    event on this thread. A source or recognizer error is raised after the words so far were delivered."""
+    event on this thread, ``on_start`` is called once the source delivered its first audio (a microphone
+    is open). A source or recognizer error is raised after the words so far were delivered."""
     pipe = _Pipeline(recognizer, source, cfg)
     t0 = time.monotonic()
     pipe.decoder.start()
     pipe.reader.start()
     try:
-        pipe.pump(on_event)
+        pipe.pump(on_event, on_start)
     except KeyboardInterrupt:
         pipe.interrupt()  # a second Ctrl-C while the last words flush propagates
-        pipe.pump(on_event)
+        pipe.pump(on_event, None)
+    pipe.decoder.join()
     pipe.reader.join(timeout=5)
     pipe.report.wall_seconds = time.monotonic() - t0
     pipe.report.ended_by = getattr(source, "ended_by", "")
@@ -381,7 +393,7 @@ def make_writer(fmt: str, out: TextIO, tty: bool = False):
 
 
 def transcribe(recognizer: Recognizer, source: Source, source_cfg: SourceConfig, output: OutputConfig,
-               stdout: TextIO) -> LiveReport:
+               stdout: TextIO, on_start: Callable[[], None] | None = None) -> LiveReport:
     """``run`` with the writers of ``output``: the chosen format to ``output.out`` (or ``stdout``); with a
     file, ``stdout`` also shows the words live as text."""
     tty = bool(getattr(stdout, "isatty", lambda: False)())
@@ -395,7 +407,7 @@ def transcribe(recognizer: Recognizer, source: Source, source_cfg: SourceConfig,
     else:
         writers.append(make_writer(output.output, stdout, tty))
     try:
-        return run(recognizer, source, source_cfg, lambda ev: [w.write(ev) for w in writers])
+        return run(recognizer, source, source_cfg, lambda ev: [w.write(ev) for w in writers], on_start)
     finally:
         for w in writers:
             w.close()

@@ -114,9 +114,10 @@ class OnnxBackend:
     """
 
     def __init__(self, path: str, threads: int = 1) -> None:
-        """``path``: an export folder (see the module docstring). ``threads``: onnxruntime intra-op threads."""
-        if threads < 1:
-            raise ConfigError(f"threads must be >= 1 for onnxruntime, got {threads}")
+        """``path``: an export folder (see the module docstring). ``threads``: onnxruntime intra-op threads
+        (0: onnxruntime's default, one per physical core)."""
+        if threads < 0:
+            raise ConfigError(f"threads must be >= 0 for onnxruntime (0 = its default), got {threads}")
         cfg = read_folder_config(path)
         try:
             self.model_config: ModelConfig = from_dict(ModelConfig, cfg["model_config"])

@@ -145,13 +145,29 @@ def _check_file(path: str) -> None:
         raise SourceError(f"audio file is empty: {path}")
 
 
+def _probe(path: str) -> None:
+    """Raise a one-line SourceError unless ffmpeg finds an audio stream it can decode in ``path``."""
+    cmd = [ffmpeg_binary(), "-nostdin", "-hide_banner", "-v", "error", "-i", path, "-map", "0:a:0", "-t", "0.1",
+           "-f", "null", "-"]
+    try:
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise SourceError(f"cannot probe {path} with ffmpeg: {e}") from e
+    if proc.returncode != 0:
+        lines = proc.stderr.decode(errors="replace").strip().splitlines()
+        msg = lines[-1] if lines else f"ffmpeg exited with code {proc.returncode}"
+        if any("matches no streams" in line for line in lines):
+            msg = "it has no audio stream"
+        raise SourceError(f"cannot decode {path}: {msg}")
+
+
 class FileSource(Source):
     """Any file ffmpeg reads, streamed as ``block_seconds`` blocks in constant memory."""
 
     def __init__(self, path: str, block_seconds: float = 0.1, realtime: bool = False) -> None:
         super().__init__()
         _check_file(path)
-        ffmpeg_binary()  # fail now, with the install hint, rather than in the reader thread
+        _probe(path)  # fail now (no ffmpeg, not media, no audio), not later in the reader thread
         self.path, self.name, self.live = path, os.path.basename(path), realtime
         self._block = max(1, round(block_seconds * SAMPLE_RATE))
         self._pipe: _FfmpegPipe | None = None
@@ -351,6 +367,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 def _clean_ytdl_message(e: Exception) -> str:
     msg = _ANSI.sub("", str(e)).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    msg = re.sub(r"\s*\(caused by .*$", "", msg)  # the same error again, from urllib3
     return re.sub(r"^ERROR:\s*", "", msg)
 
 
@@ -487,7 +504,6 @@ class UrlSource(Source):
             self.media = resolve_url(self.url)
             return True
         except SourceError as e:
-            log.warning("%s", e)
             self._why = str(e)
             return False
 

@@ -25,7 +25,7 @@ def _torchrun(manifest: str, exp_dir: str, steps: int, extra: list[str] = ()) ->
            "-m", "cli.train", "--flagfile", os.path.join(REPO, "flagfiles", "tiny.txt"),
            f"--train_manifest={manifest}", f"--dev_manifest={manifest}", f"--exp_dir={exp_dir}", f"--max_steps={steps}",
            "--vocab_size=40", "--threads=1", "--batch_size=4", "--accum_steps=2", "--warmup_steps=3", "--log_every=1",
-           "--sync_check_every=1", "--checkpoint_every=6", "--eval_every=1000", *extra]
+           "--sync_check_every=1", "--checkpoint_every=6", "--eval_every=1000", "--eval_utterances=8", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
 
@@ -52,7 +52,7 @@ def test_ranks_hold_identical_weights_after_every_step_and_loss_falls(first_run)
     assert sorted(losses) == list(range(1, STEPS + 1))
     first, last = sum(losses[s] for s in (1, 2, 3)) / 3, sum(losses[s] for s in range(STEPS - 2, STEPS + 1)) / 3
     assert last < 0.8 * first, losses
-    assert re.search(rf"eval step {STEPS}: dev loss [\d.]+ .* on 20 utterances", log)  # shared out, summed
+    assert re.search(rf"eval step {STEPS}: dev loss [\d.]+ .* on 8 utterances", log)  # shared out, summed
     assert len(re.findall(r"finished at step 12", log)) == 1
     with open(os.path.join(exp, "train.log")) as f:
         assert "sync check step 12" in f.read()
