@@ -36,10 +36,10 @@ def main(argv: list[str]) -> int:
     if len(argv) > 1 or not F.url:
         raise ConfigError("pass the stream as --url URL")
     cfg, out_cfg = flags.config_from_flags(SourceConfig), flags.config_from_flags(OutputConfig)
+    decoding, endpoint = flags.config_from_flags(DecodingConfig), flags.config_from_flags(EndpointConfig)
     source = sources.UrlSource(F.url, cfg.block_seconds, cfg.realtime, cfg.reconnect_attempts, cfg.reconnect_delay,
                                cfg.reconnect_delay_max, cfg.stall_seconds)
-    rec = load_recognizer(model_path(F.model, F.backend), F.backend, F.threads,
-                          flags.config_from_flags(DecodingConfig), flags.config_from_flags(EndpointConfig))
+    rec = load_recognizer(model_path(F.model, F.backend), F.backend, F.threads, decoding, endpoint)
     print(f"transcribing {source.name} ({'live' if source.media.is_live else 'recorded'})", file=sys.stderr)
     report = live.transcribe(rec, source, cfg, out_cfg, sys.stdout)
     if report.ended_by:

@@ -52,14 +52,15 @@ def _backends(path: str, onnx_dir: str, tmp: str, threads: int) -> tuple[list[tu
 
 
 def _table(rows: list[dict], capacity: dict) -> str:
-    lines = [f"{'backend':<12} {'threads':>7} {'RTF':>8} {'chunk p50':>10} {'chunk p95':>10} {'WER':>7} "
-             f"{'same tokens as torch':>21}"]
+    lines = [f"{'backend':<12}{'threads':>8}{'RTF':>9}{'CPU RTF':>9}{'chunk p50':>11}{'chunk p95':>11}{'WER':>9}"
+             f"{'same tokens as torch':>22}"]
     for r in rows:
         wer = "-" if r["wer"] is None else f"{r['wer']:.2%}"
-        lines.append(f"{r['name']:<12} {r['threads']:>7} {r['rtf']:>8.4f} {r['chunk_ms_p50']:>8.2f}ms "
-                     f"{r['chunk_ms_p95']:>8.2f}ms {wer:>7} {r['same_tokens_as_reference']:>10}/{r['utterances']}")
-    for name, c in capacity.get("streams", {}).items():
-        lines.append(f"{name}: {c} real-time streams on {capacity['threads']} threads (batched encoder)")
+        same = f"{r['same_tokens_as_reference']}/{r['utterances']}"
+        lines.append(f"{r['name']:<12}{r['threads']:>8}{r['rtf']:>9.4f}{r['cpu_rtf']:>9.4f}{r['chunk_ms_p50']:>9.2f}ms"
+                     f"{r['chunk_ms_p95']:>9.2f}ms{wer:>9}{same:>22}")
+    for name, n in capacity.get("streams", {}).items():
+        lines.append(f"{name}: {n} real-time streams on {capacity['threads']} threads (batched encoder)")
     return "\n".join(lines)
 
 

@@ -36,7 +36,9 @@ BENCH_SENTENCES = (
 
 
 @dataclass(frozen=True)
-class Utterance:
+class Clip:
+    """One utterance of benchmark audio."""
+
     samples: np.ndarray  # (N_samples,) float32 16 kHz
     text: str  # reference transcript ("" when unknown)
     name: str = ""
@@ -49,7 +51,8 @@ class StreamingRun:
     name: str
     threads: int
     audio_seconds: float = 0.0
-    compute_seconds: float = 0.0
+    compute_seconds: float = 0.0  # wall clock, decoding only
+    cpu_seconds: float = 0.0  # CPU time of the process over the same span (on a busy machine: < wall)
     chunk_seconds: list[float] = field(default_factory=list)  # compute per chunk of audio fed
     tokens: list[list[int]] = field(default_factory=list)  # per utterance
     texts: list[str] = field(default_factory=list)  # per utterance
@@ -57,6 +60,11 @@ class StreamingRun:
     @property
     def rtf(self) -> float:
         return self.compute_seconds / self.audio_seconds if self.audio_seconds else 0.0
+
+    @property
+    def cpu_rtf(self) -> float:
+        """CPU seconds per audio second: the RTF with a core to itself, on a machine others also use."""
+        return self.cpu_seconds / self.audio_seconds if self.audio_seconds else 0.0
 
     def chunk_ms(self, q: float) -> float:
         """The ``q``-th percentile of per-chunk compute, in milliseconds."""
@@ -78,13 +86,14 @@ def chunk_samples(recognizer: Recognizer) -> int:
     return recognizer.decoding.chunk_frames * mc.stack * fc.hop_length
 
 
-def time_streaming(recognizer: Recognizer, utterances: list[Utterance], name: str = "", threads: int = 1,
+def time_streaming(recognizer: Recognizer, utterances: list[Clip], name: str = "", threads: int = 1,
                    warmup: bool = True) -> StreamingRun:
     """Decode each utterance through ``Stream.accept`` in chunk-sized pieces and time every call."""
     piece = chunk_samples(recognizer)
     if warmup and utterances:
         recognizer.transcribe(utterances[0].samples[: 8 * piece])  # first-run allocations, lazy init
     run = StreamingRun(name, threads)
+    cpu0 = time.process_time()
     for utt in utterances:
         stream = recognizer.create_stream()
         ids: list[int] = []
@@ -98,6 +107,7 @@ def time_streaming(recognizer: Recognizer, utterances: list[Utterance], name: st
         run.tokens.append(ids)
         run.texts.append(" ".join(u.text for u in stream.pop_finals() if u.text))
         run.audio_seconds += len(utt.samples) / SAMPLE_RATE
+    run.cpu_seconds = time.process_time() - cpu0
     run.compute_seconds += sum(run.chunk_seconds)
     return run
 
@@ -175,13 +185,13 @@ def stream_capacity(backends: list[tuple[str, Backend]], decoding: DecodingConfi
     return out
 
 
-def load_utterances(entries: list[tuple[str, str]], limit: int = 0) -> list[Utterance]:
+def load_utterances(entries: list[tuple[str, str]], limit: int = 0) -> list[Clip]:
     """(audio path, text) pairs -> loaded utterances (the first ``limit`` when > 0)."""
     entries = entries[:limit] if limit > 0 else entries
-    return [Utterance(load_audio(path), text, os.path.basename(path)) for path, text in entries]
+    return [Clip(load_audio(path), text, os.path.basename(path)) for path, text in entries]
 
 
-def espeak_utterances(sentences: tuple[str, ...] = BENCH_SENTENCES) -> list[Utterance]:
+def espeak_utterances(sentences: tuple[str, ...] = BENCH_SENTENCES) -> list[Clip]:
     """Synthesize ``sentences`` with espeak-ng (the default benchmark audio when no manifest is given)."""
     exe = shutil.which("espeak-ng")
     if exe is None:
@@ -195,7 +205,7 @@ def espeak_utterances(sentences: tuple[str, ...] = BENCH_SENTENCES) -> list[Utte
                 subprocess.run([exe, "-v", "en-us", "-w", path, text], check=True, capture_output=True)
             except subprocess.CalledProcessError as e:
                 raise AudioError(f"espeak-ng failed on {text!r}: {e.stderr.decode(errors='replace').strip()}") from e
-            out.append(Utterance(load_audio(path), text, f"espeak-{i}"))
+            out.append(Clip(load_audio(path), text, f"espeak-{i}"))
     return out
 
 
@@ -205,10 +215,11 @@ def summarize(runs: list[StreamingRun], refs: list[str]) -> list[dict]:
     rows = []
     for run in runs:
         same = sum(a == b for a, b in zip(run.tokens, runs[0].tokens))
-        rows.append({"name": run.name, "threads": run.threads, "rtf": run.rtf, "chunk_ms_p50": run.chunk_ms(50),
-                     "chunk_ms_p95": run.chunk_ms(95), "wer": run.wer(refs), "same_tokens_as_reference": same,
-                     "utterances": len(run.tokens), "audio_seconds": run.audio_seconds,
-                     "compute_seconds": run.compute_seconds})
+        rows.append({"name": run.name, "threads": run.threads, "rtf": run.rtf, "cpu_rtf": run.cpu_rtf,
+                     "chunk_ms_p50": run.chunk_ms(50), "chunk_ms_p95": run.chunk_ms(95), "wer": run.wer(refs),
+                     "same_tokens_as_reference": same, "utterances": len(run.tokens),
+                     "audio_seconds": run.audio_seconds, "compute_seconds": run.compute_seconds,
+                     "cpu_seconds": run.cpu_seconds})
     return rows
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from rnnt.audio import SAMPLE_RATE, load_audio
-from rnnt.data import read_manifest
+from rnnt.manifest import read_manifest
 from rnnt.errors import DataError, RnntError
 from rnnt.metrics import ErrorCounts, char_errors, word_errors
 from rnnt.session import Recognizer

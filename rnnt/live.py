@@ -102,10 +102,10 @@ class LiveReport:
 
     def summary(self) -> str:
         s = self.source
+        median, p95 = self.latency.quantile(0.5) * 1000, self.latency.quantile(0.95) * 1000
         line = (f"stats: {self.audio_seconds:.1f} s of audio in {self.wall_seconds:.1f} s, RTF {self.rtf:.3f}, "
-                f"latency median {self.latency.quantile(0.5) * 1000:.0f} ms p95 {self.latency.quantile(0.95) * 1000:.0f} ms"
-                f" (block arrival to words), {self.finals} utterances, dropped blocks {self.total_dropped}, "
-                f"overflows {s.overflows}")
+                f"latency median {median:.0f} ms p95 {p95:.0f} ms (block arrival to words), {self.finals} utterances, "
+                f"dropped blocks {self.total_dropped}, overflows {s.overflows}")
         if s.reconnects or s.missed_seconds:
             line += f", reconnects {s.reconnects}, missed {s.missed_seconds:.1f} s"
         return line
@@ -158,10 +158,10 @@ class _Pipeline:
         limit = round(self.cfg.max_seconds * SAMPLE_RATE)
         taken = 0
         try:
-            for block in self.source:
+            for i, block in enumerate(self.source):
                 if self.stop.is_set():
                     break
-                if not taken:
+                if i == 0:
                     self.events.put(_STARTED)
                 if limit and taken + len(block.samples) >= limit:
                     self._enqueue(dataclasses.replace(block, samples=block.samples[: limit - taken]))

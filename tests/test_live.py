@@ -146,8 +146,8 @@ def spoken(tiny_model, tmp_path_factory) -> tuple[str, str]:
         espeak(sentence, path)
         x = load_audio(path)
         write_wav(path, x)
-        hits = sum(rec.transcribe(np.concatenate([np.zeros(int(pad * SAMPLE_RATE), np.float32), x,
-                                                  np.zeros(SAMPLE_RATE * 2, np.float32)])) == sentence
+        hits = sum(wer(sentence, rec.transcribe(np.concatenate([np.zeros(int(pad * SAMPLE_RATE), np.float32), x,
+                                                                np.zeros(SAMPLE_RATE * 2, np.float32)]))) < 0.25
                    for pad in (0.3, 0.75, 1.3, 2.0))
         if hits > best[0]:
             best = (hits, sentence, path)
@@ -156,6 +156,12 @@ def spoken(tiny_model, tmp_path_factory) -> tuple[str, str]:
     assert best[0] >= 3, (f"the tiny_model fixture does not recognise any training sentence at a shifted onset "
                           f"(best: {best[1]!r} {best[0]}/4); live tests need a model that tolerates leading silence")
     return best[1], best[2]
+
+
+@pytest.fixture(scope="module")
+def speech(tiny_corpus) -> np.ndarray:
+    """(N,) a training utterance at 16 kHz (for tests that compare outputs with each other)."""
+    return load_audio(os.path.join(os.path.dirname(tiny_corpus), "u16.wav"))
 
 
 @pytest.fixture(scope="module")
@@ -172,9 +178,10 @@ def hls(spoken, tmp_path_factory):
     x = load_audio(spoken[1])
     write_wav(str(d / "loop.wav"), np.concatenate([x, np.zeros(int(2.5 * SAMPLE_RATE), np.float32)]))
     os.mkdir(d / "www")
-    proc = subprocess.Popen(["ffmpeg", "-nostdin", "-v", "error", "-re", "-stream_loop", "-1", "-i", str(d / "loop.wav"),
-                             "-c:a", "aac", "-b:a", "64k", "-f", "hls", "-hls_time", "1", "-hls_list_size", "6",
-                             "-hls_flags", "delete_segments+omit_endlist", str(d / "www" / "live.m3u8")])
+    proc = subprocess.Popen(["ffmpeg", "-nostdin", "-v", "error", "-re", "-stream_loop", "-1",
+                             "-i", str(d / "loop.wav"), "-c:a", "aac", "-b:a", "64k", "-f", "hls", "-hls_time", "1",
+                             "-hls_list_size", "6", "-hls_flags", "delete_segments+omit_endlist",
+                             str(d / "www" / "live.m3u8")])
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -239,7 +246,7 @@ def test_youtube_live_transcribes_local_hls_and_survives_the_server_stopping(hls
         proc.kill()
         server.stop()
     time.sleep(0.2)
-    assert sum(line == sentence for line in out.lines) >= 2, out.text
+    assert sum(sentence in line for line in out.lines) >= 2, out.text
     assert re.search(r"stream ended early: connection lost .* gave up after 3 reconnect attempts", err.text), err.text
     assert re.search(r"reconnects [1-9]", err.text), err.text
 
@@ -255,24 +262,19 @@ def _run_file(rec, path: str, **cfg) -> list[live.Event]:
 
 
 @needs_ffmpeg
-def test_mp3_44k_stereo_transcribes_like_its_16k_wav(recognizer, spoken, tmp_path):
-    sentence, wav = spoken
-    x = load_audio(wav)
-    two = np.concatenate([np.zeros(8000, np.float32), x, np.zeros(40000, np.float32), x, np.zeros(32000, np.float32)])
-    write_wav(str(tmp_path / "a.wav"), two)
-    ffmpeg("-i", str(tmp_path / "a.wav"), *STEREO_44K, "-c:a", "libmp3lame", "-b:a", "192k",
-           str(tmp_path / "a.mp3"))
-    finals = {ext: [e.utterance.text for e in _run_file(recognizer, str(tmp_path / f"a.{ext}")) if e.kind == "final"]
-              for ext in ("wav", "mp3")}
-    assert finals["mp3"] == finals["wav"]
-    assert wer(f"{sentence} {sentence}", " ".join(finals["wav"])) < 0.25, finals
+def test_mp3_44k_stereo_transcribes_like_its_16k_wav(recognizer, speech, tmp_path):
+    gap = np.zeros(SAMPLE_RATE * 2, np.float32)
+    write_wav(str(tmp_path / "a.wav"), np.concatenate([np.zeros(8000, np.float32), speech, gap, speech, gap]))
+    ffmpeg("-i", str(tmp_path / "a.wav"), *STEREO_44K, "-c:a", "libmp3lame", "-b:a", "192k", str(tmp_path / "a.mp3"))
+    text = {ext: " ".join(e.utterance.text for e in _run_file(recognizer, str(tmp_path / f"a.{ext}"))
+                          if e.kind == "final") for ext in ("wav", "mp3")}
+    assert text["wav"] and wer(text["wav"], text["mp3"]) < 0.25, text
 
 
 @pytest.fixture(scope="module")
-def two_utterances(spoken, tmp_path_factory) -> str:
-    x = load_audio(spoken[1])
+def two_utterances(speech, tmp_path_factory) -> str:
     path = str(tmp_path_factory.mktemp("two") / "two.wav")
-    write_wav(path, np.concatenate([np.zeros(6000, np.float32), x, np.zeros(40000, np.float32), x,
+    write_wav(path, np.concatenate([np.zeros(6000, np.float32), speech, np.zeros(40000, np.float32), speech,
                                     np.zeros(30000, np.float32)]))
     return path
 
@@ -362,7 +364,8 @@ def test_max_seconds_stops_the_source(recognizer, two_utterances):
 
 
 class BurstSource(Source):
-    """A live source that delivers blocks far faster than real time (a stand-in for a slow machine)."""
+    """A live source that delivers 3 s of audio at once every 0.1 s (a stand-in for a machine too slow
+    for real time: the recognizer cannot take it all)."""
 
     live = True
 
@@ -372,20 +375,24 @@ class BurstSource(Source):
 
     def __iter__(self):
         for i in range(0, len(self.x), self.block):
+            if i and i % (self.block * 60) == 0:
+                time.sleep(0.1)
             yield Block(self.x[i:i + self.block], i, time.monotonic())
 
 
-def test_a_live_source_never_waits_drops_are_counted_and_times_stay_on_its_clock(recognizer, spoken):
-    x = load_audio(spoken[1])
-    stream = np.concatenate([np.zeros(SAMPLE_RATE, np.float32), x, np.zeros(SAMPLE_RATE * 2, np.float32)] * 8)
+def test_a_live_source_never_waits_drops_are_counted_and_times_stay_on_its_clock(recognizer, speech):
+    pattern = np.concatenate([np.zeros(SAMPLE_RATE, np.float32), speech, np.zeros(SAMPLE_RATE * 2, np.float32)])
+    stream = np.tile(pattern, 8)[: len(pattern) * 8 // 800 * 800]  # whole 50 ms blocks
     events: list[live.Event] = []
-    report = live.run(recognizer, BurstSource(stream, 800), SourceConfig(block_seconds=0.05, queue_seconds=0.1),
+    report = live.run(recognizer, BurstSource(stream, 800), SourceConfig(block_seconds=0.05, queue_seconds=1.0),
                       events.append)
+    duration = len(stream) / SAMPLE_RATE
     assert report.dropped_blocks > 0 and report.total_dropped == report.dropped_blocks
-    assert report.audio_seconds == pytest.approx(len(stream) / SAMPLE_RATE - 0.05 * report.dropped_blocks)
-    assert "dropped blocks %d" % report.dropped_blocks in report.summary()
-    for e in events:  # every word lies inside the source's duration, though audio was skipped
-        assert all(0 <= w.start < w.end <= len(stream) / SAMPLE_RATE + 0.2 for w in e.utterance.words)
+    assert report.audio_seconds == pytest.approx(duration - 0.05 * report.dropped_blocks)
+    assert f"dropped blocks {report.dropped_blocks}" in report.summary()
+    words = [w for e in events for w in e.utterance.words]
+    assert words and all(0 <= w.start < w.end <= duration + 0.2 for w in words)
+    assert max(w.end for w in words) > report.audio_seconds + 1  # on the source's clock, not the decoded audio's
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -423,8 +430,8 @@ def test_errors_are_one_line_and_exit_1(tmp_path, virtual_mic, tiny_model):  # n
 def test_help_explains_every_flag():
     for script, expected in [("stream.py", {"path", "device", "list_devices", "realtime", "max_seconds"}),
                              ("youtube_live.py", {"url", "reconnect_attempts", "reconnect_delay", "stall_seconds"})]:
-        proc = run_cli(script, "--help")
-        assert proc.returncode == 0, proc.stderr
+        proc = run_cli(script, "--help")  # absl exits 1 after --help
+        assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr, proc.stderr
         helps = dict(re.findall(r"^  --(?:\[no\])?(\w+):(?: <[^>]*>:)? ?(.*)$", proc.stdout, re.M))
         common = {"model", "backend", "threads", "output", "out", "stats", "block_seconds", "queue_seconds",
                   "silence_no_speech", "silence_after_speech", "max_utterance", "chunk_frames"}

@@ -155,8 +155,6 @@ def test_runs_without_torch(tiny_onnx, tiny_corpus, tmp_path):
     assert "blocked by the test" in check.stderr  # the blocker itself works
 
 
-@pytest.mark.xfail(strict=True, reason="cli.evaluate -> rnnt.evaluation -> rnnt.data imports torch; "
-                   "read_manifest must move to a torch-free module (see the ONNX task report)")
 def test_evaluate_cli_runs_without_torch(tiny_onnx, tiny_corpus, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "cli.evaluate", "--backend=onnx", f"--model={tiny_onnx}",
                            f"--manifest={tiny_corpus}", "--limit=2"], env=_torch_free_env(tmp_path), cwd=REPO,
