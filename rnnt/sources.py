@@ -116,11 +116,13 @@ class _FfmpegPipe:
         self._carry = bytes(buf[usable:])
         return int16_to_float32(bytes(buf[:usable]))
 
-    def finish(self) -> tuple[int, str]:
-        """Stop ffmpeg (if still running); return its exit code and last error line."""
-        if self.proc.poll() is None:
+    def finish(self, at_eof: bool) -> tuple[int, str]:
+        """Wait for ffmpeg to exit (after EOF) or stop it (before); return its exit code and last error line."""
+        try:
+            code = self.proc.wait(timeout=30 if at_eof else 0)
+        except subprocess.TimeoutExpired:
             self.proc.kill()
-        code = self.proc.wait()
+            code = self.proc.wait()
         self.proc.stdout.close()
         self._err.seek(0)
         lines = self._err.read().decode(errors="replace").strip().splitlines()
@@ -174,16 +176,17 @@ class FileSource(Source):
 
     def __iter__(self) -> Iterator[Block]:
         self._pipe = pipe = _FfmpegPipe((["-re"] if self.live else []) + ["-i", self.path])
-        position = 0
+        position, eof = 0, False
         try:
             while not self.closed:
                 samples = pipe.read(self._block)
                 if not len(samples):
+                    eof = True
                     break
                 yield Block(samples, position, time.monotonic())
                 position += len(samples)
         finally:
-            code, msg = pipe.finish()
+            code, msg = pipe.finish(at_eof=eof)
         if code != 0 and not self.closed:
             raise SourceError(f"cannot decode {self.path}: {msg or f'ffmpeg exited with code {code}'}")
         if position == 0 and not self.closed:
@@ -246,15 +249,20 @@ class MicrophoneSource(Source):
 
     live = True
 
-    def __init__(self, device: str = "", block_seconds: float = 0.1, queue_seconds: float = 10.0) -> None:
+    def __init__(self, device: str = "", block_seconds: float = 0.1, queue_seconds: float = 10.0,
+                 rate: int = 0) -> None:
+        """``rate``: capture rate in Hz; 0 = 16 kHz when the device supports it, else the device's own rate.
+        Anything but 16 kHz is resampled (after the callback, on the reader's thread)."""
         super().__init__()
         self._sd = _sounddevice()
         self._device, info = _resolve_device(self._sd, device)
         self.name = info["name"]
-        self.rate = SAMPLE_RATE
+        self.rate = rate or SAMPLE_RATE
         try:
-            self._sd.check_input_settings(self._device, channels=1, dtype="float32", samplerate=SAMPLE_RATE)
-        except Exception:  # the device cannot capture at 16 kHz: capture at its own rate and resample
+            self._sd.check_input_settings(self._device, channels=1, dtype="float32", samplerate=self.rate)
+        except Exception as e:  # the device cannot capture at this rate
+            if rate:
+                raise SourceError(f"{self.name!r} cannot capture at {rate} Hz: {e}") from e
             self.rate = int(info["default_samplerate"])
         self._blocksize = max(1, round(block_seconds * self.rate))
         self._queue: queue.Queue = queue.Queue(maxsize=max(2, math.ceil(queue_seconds / block_seconds)))
@@ -450,7 +458,7 @@ class UrlSource(Source):
     def _read_connection(self, position: int) -> Iterator[Block]:
         """Blocks of one ffmpeg connection; sets ``self._why`` to "" at a clean end, else the error."""
         self._pipe = pipe = self._open(position / SAMPLE_RATE)
-        stalled = False
+        stalled, eof = False, False
         try:
             while not self.closed:
                 samples = pipe.read(self._block, timeout=self._stall)
@@ -458,11 +466,12 @@ class UrlSource(Source):
                     stalled = True
                     break
                 if not len(samples):
+                    eof = True
                     break
                 yield Block(samples, position, time.monotonic())
                 position += len(samples)
         finally:
-            code, msg = pipe.finish()
+            code, msg = pipe.finish(at_eof=eof)
         if stalled:
             self._why = f"no audio for {self._stall:g} s"
         else:
@@ -485,7 +494,6 @@ class UrlSource(Source):
             why = self._why or "the live stream stopped"
             if failed >= self._attempts:
                 self.ended_by = f"connection lost ({why}); gave up after {failed} reconnect attempts"
-                log.warning("%s: %s", self.url, self.ended_by)
                 return
             wait = min(self._delay * 2 ** failed, self._delay_max)
             log.warning("%s: connection lost (%s); reconnecting in %.1f s", self.url, why, wait)

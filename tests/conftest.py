@@ -14,12 +14,13 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-SENTENCES = [
-    "the cat sat on the mat", "open the door please", "turn left at the light", "go forward ten meters",
+TINY_STEPS = 500  # enough for the tiny model to tell the 20 sentences apart (CER about 10%)
+SENTENCES = [  # onsets differ, so even a model that commits at the first syllable can tell them apart
+    "the cat sat on the mat", "open the door please", "left turn at the light", "go forward ten meters",
     "she sells sea shells", "a quick brown fox", "my name is john", "it is raining today",
-    "close the window now", "i like green apples", "where is the station", "call me tomorrow",
-    "stop the music", "play some jazz", "dogs are barking", "we need more time", "read the book again",
-    "sunshine is hot", "pick up the phone", "wait for me here",
+    "close the window now", "i like green apples", "where is the station", "ring me tomorrow",
+    "music makes me happy", "play some jazz", "dogs are barking", "we need more time", "read the book again",
+    "sunshine is hot", "answer the phone", "you wait for me here",
 ]
 
 
@@ -30,39 +31,42 @@ def espeak(text: str, path: str, voice: str = "en-us", speed: int = 150) -> None
     subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", path, text], check=True)
 
 
-@pytest.fixture(scope="session")
-def tiny_corpus(tmp_path_factory) -> str:
-    """20 espeak-ng utterances and a manifest; returns the manifest path."""
+def _write_utterance(d, name: str, text: str, rng, f) -> None:
     import soundfile as sf
 
     from rnnt.audio import load_audio, write_wav
 
+    path = str(d / name)
+    espeak(text, path)
+    # Trailing silence of random length, so the model learns that silence after speech is blank.
+    write_wav(path, np.concatenate([load_audio(path), np.zeros(int(rng.uniform(0.3, 0.8) * 16000), np.float32)]))
+    info = sf.info(path)
+    f.write(json.dumps({"audio": name, "text": text, "duration": info.frames / info.samplerate}) + "\n")
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> str:
+    """The 20 SENTENCES as espeak-ng utterances; returns the manifest path (``train.jsonl``)."""
     d = tmp_path_factory.mktemp("tiny_corpus")
     rng = np.random.default_rng(0)
     with open(d / "train.jsonl", "w") as f:
         for i, s in enumerate(SENTENCES):
-            path = str(d / f"u{i:02d}.wav")
-            espeak(s, path)
-            # Some silence around the speech, so the model learns that silence is blank.
-            pads = [np.zeros(int(rng.uniform(lo, hi) * 16000), np.float32) for lo, hi in ((0.0, 0.0), (0.3, 0.8))]
-            write_wav(path, np.concatenate([pads[0], load_audio(path), pads[1]]))
-            info = sf.info(path)
-            f.write(json.dumps({"audio": f"u{i:02d}.wav", "text": s, "duration": info.frames / info.samplerate}) + "\n")
+            _write_utterance(d, f"u{i:02d}.wav", s, rng, f)
     return str(d / "train.jsonl")
 
 
-def train_tiny(manifest: str, exp_dir: str, steps: int, extra: list[str] = ()) -> subprocess.CompletedProcess:
+def train_tiny(manifest: str, exp_dir: str, steps: int, extra: list[str] = (), dev: str = "") -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "cli.train", "--flagfile", os.path.join(REPO, "flagfiles", "tiny.txt"),
-           f"--train_manifest={manifest}", f"--dev_manifest={manifest}", f"--exp_dir={exp_dir}",
+           f"--train_manifest={manifest}", f"--dev_manifest={dev or manifest}", f"--exp_dir={exp_dir}",
            f"--max_steps={steps}", "--vocab_size=40", "--threads=2", *extra]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_corpus, tmp_path_factory) -> str:
-    """Path of a tiny checkpoint trained to fit the tiny corpus (about 20 s on 2 cores)."""
+    """Path of a tiny checkpoint trained to fit the tiny corpus (about 40 s on 2 idle cores)."""
     exp = tmp_path_factory.mktemp("tiny_exp")
-    proc = train_tiny(tiny_corpus, str(exp), 300)
+    proc = train_tiny(tiny_corpus, str(exp), TINY_STEPS)
     assert proc.returncode == 0, proc.stderr[-3000:]
     from rnnt.checkpoint import newest
 

@@ -58,3 +58,14 @@ def test_cli_reports_bad_model_in_one_line(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "Traceback" not in proc.stderr
+
+
+def test_package_model_cli(random_model, tmp_path):
+    out = tmp_path / "shipped.pt"
+    proc = subprocess.run([sys.executable, "-m", "cli.package_model", f"--model={random_model}", f"--out={out}"],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ck = checkpoint.load(str(out))
+    assert ck.optimizer is None and ck.extra["source"] == os.path.basename(random_model)
+    assert all(v.dtype == torch.float16 for v in ck.state_dict.values() if v.is_floating_point())
+    checkpoint.load_model(str(out))

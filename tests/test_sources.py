@@ -216,7 +216,7 @@ def virtual_mic(tmp_path_factory):
 _CAPTURE = """
 import sys, threading, numpy as np
 from rnnt.sources import MicrophoneSource
-src = MicrophoneSource("", 0.1, 10.0)
+src = MicrophoneSource("", 0.1, 10.0, int(sys.argv[2]))
 threading.Thread(target=lambda: (sys.stdin.readline(), src.close()), daemon=True).start()
 blocks = []
 for b in src:
@@ -229,29 +229,45 @@ print(src.stats.overflows, src.stats.dropped_blocks, src.rate,
 """
 
 
-def test_microphone_hears_the_virtual_mic_sample_exactly(virtual_mic, tmp_path, rng):
-    x = (tone(1.0) + rng.standard_normal(SAMPLE_RATE).astype(np.float32) * 0.05)
-    x = np.round(x * 32768) / 32768  # exactly representable as 16-bit PCM
+def capture(env, tmp_path, played: np.ndarray, rate: int) -> tuple[np.ndarray, list[str]]:
+    """Play ``played`` (16 kHz) into the virtual microphone while a MicrophoneSource at ``rate`` captures;
+    return the 16 kHz samples it delivered and [overflows, dropped blocks, rate, positions contiguous]."""
     # the null sink rewinds when a stream starts, so its monitor misses up to ~0.5 s of the start: lead silence
-    write_wav(str(tmp_path / "x.wav"), np.concatenate([np.zeros(SAMPLE_RATE, np.float32), x]))
-    proc = subprocess.Popen([sys.executable, "-c", _CAPTURE, str(tmp_path / "got.npy")], cwd=REPO, env=virtual_mic,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    write_wav(str(tmp_path / "x.wav"), np.concatenate([np.zeros(SAMPLE_RATE, np.float32), played]))
+    proc = subprocess.Popen([sys.executable, "-c", _CAPTURE, str(tmp_path / "got.npy"), str(rate)], cwd=REPO,
+                            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "capturing", proc.stderr.read()
-        subprocess.run(["paplay", "--device=vsink", str(tmp_path / "x.wav")], env=virtual_mic, check=True)
+        subprocess.run(["paplay", "--device=vsink", str(tmp_path / "x.wav")], env=env, check=True)
         time.sleep(1.5)  # the capture side runs a little behind the player
         proc.stdin.write("\n")
         proc.stdin.flush()
-        overflows, dropped, rate, contiguous = proc.stdout.readline().split()
+        counters = proc.stdout.readline().split()
         assert proc.wait(timeout=20) == 0, proc.stderr.read()
     finally:
         proc.kill()
-    assert (overflows, dropped, rate, contiguous) == ("0", "0", "16000", "True")
-    got = np.load(tmp_path / "got.npy")
+    return np.load(tmp_path / "got.npy"), counters
+
+
+def test_microphone_hears_the_virtual_mic_sample_exactly(virtual_mic, tmp_path, rng):
+    x = (tone(1.0) + rng.standard_normal(SAMPLE_RATE).astype(np.float32) * 0.05)
+    x = np.round(x * 32768) / 32768  # exactly representable as 16-bit PCM
+    got, counters = capture(virtual_mic, tmp_path, x, 0)
+    assert counters == ["0", "0", "16000", "True"]
     k = int(np.argmax(np.correlate(got, x[:4000], "valid")))
     assert len(got) >= k + len(x)
     np.testing.assert_allclose(got[k:k + len(x)], x, atol=1.01 / 32768)  # the same 16-bit samples
     assert np.abs(got[:k]).max(initial=0) < 1e-3  # silence before
+
+
+def test_microphone_at_44k_is_resampled_to_16k(virtual_mic, tmp_path):
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    x = (0.3 * np.sin(2 * np.pi * (200 * t + 1400 * t ** 2))).astype(np.float32)  # a 200 -> 3000 Hz chirp
+    got, counters = capture(virtual_mic, tmp_path, x, 44100)
+    assert counters == ["0", "0", "44100", "True"]
+    k = int(np.argmax(np.correlate(got, x[:4000], "valid")))
+    seg = got[k + 400:k + len(x) - 400]  # PulseAudio's resampler (16 -> 44.1 kHz), then ours back
+    assert np.sqrt(np.mean((seg - x[400:-400]) ** 2)) < 0.05 * np.sqrt(np.mean(x ** 2))
 
 
 def test_list_devices_and_unknown_device(virtual_mic):

@@ -1,0 +1,36 @@
+"""Make a shippable model file from a training checkpoint: fp16 weights, no optimizer state.
+
+``python -m cli.package_model --model exp/en_small/ckpt-00004000.pt --out models/en_small/model.pt``
+"""
+
+import dataclasses
+import os
+
+from absl import flags as absl_flags
+
+from cli import flags
+from cli.common import run
+from rnnt import checkpoint
+
+absl_flags.DEFINE_string("out", None, "where to write the packaged model (.pt)")
+absl_flags.DEFINE_bool("half", True, "store float weights as fp16 (half the size; loaded back as fp32)")
+flags.define(extra=("model",))
+absl_flags.mark_flag_as_required("out")
+
+
+def main(argv: list[str]) -> int:
+    F = flags.FLAGS
+    from rnnt.errors import ConfigError
+
+    if not F.model:
+        raise ConfigError("--model is required: the training checkpoint to package")
+    ckpt = checkpoint.load(F.model)
+    dev = ckpt.extra.get("dev", {}) if isinstance(ckpt.extra, dict) else {}
+    slim = dataclasses.replace(ckpt, optimizer=None, extra={"source": os.path.basename(F.model), "dev": dev})
+    checkpoint.save(F.out, slim, half=F.half)
+    print(f"wrote {F.out} ({os.path.getsize(F.out) / 1e6:.1f} MB, step {ckpt.step})")
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)
