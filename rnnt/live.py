@@ -358,7 +358,7 @@ class SubtitleWriter:
         for w in words:
             cur = cues[-1]
             text = " ".join(x.text for x in cur + [w])
-            if cur and (len(text) > 2 * self.line_chars or w.end - cur[0].start > self.max_cue):
+            if cur and (len(textwrap.wrap(text, self.line_chars)) > 2 or w.end - cur[0].start > self.max_cue):
                 cues.append([w])
             else:
                 cur.append(w)
@@ -383,7 +383,7 @@ class SubtitleWriter:
         pass
 
 
-def make_writer(fmt: str, out: TextIO, tty: bool = False):
+def make_writer(fmt: str, out: TextIO, tty: bool = False) -> TextWriter | JsonlWriter | SubtitleWriter:
     """A writer of ``fmt`` (text, jsonl, srt, vtt); text shows partials only when ``tty``."""
     if fmt == "text":
         return TextWriter(out, partials=tty)

@@ -12,7 +12,7 @@ from rnnt import config
 from tests.conftest import REPO
 
 CONFIGS = [config.FeatureConfig, config.ModelConfig, config.TrainConfig, config.AugmentConfig,
-           config.DecodingConfig, config.EndpointConfig]
+           config.DecodingConfig, config.EndpointConfig, config.SourceConfig, config.OutputConfig]
 
 
 def test_every_config_field_has_help_from_its_comment():

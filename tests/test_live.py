@@ -474,6 +474,7 @@ def test_subtitle_cues_split_long_utterances_and_never_overlap():
     assert len(cues) >= 4 and "ignored" not in out.getvalue()
     _check_cues([(_seconds(*c[1:5]), _seconds(*c[5:9]), c[9]) for c in cues])
     assert all(len(line) <= 20 for c in cues for line in c[9].splitlines())
+    assert all(len(c[9].splitlines()) <= 2 for c in cues)
     assert all(_seconds(*c[5:9]) - _seconds(*c[1:5]) <= 3.0 for c in cues[:-1])
     assert live._clock(3725.5, ",") == "01:02:05,500"
 
