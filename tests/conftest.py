@@ -14,13 +14,13 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-TINY_STEPS = 400  # enough for the tiny model to tell the 20 sentences apart
-SENTENCES = [  # onsets differ, so even a model that commits at the first syllable can tell them apart
-    "the cat sat on the mat", "open the door please", "left turn at the light", "go forward ten meters",
+TINY_STEPS = 300  # the tiny model then fits the 20 sentences (CER about 14%)
+SENTENCES = [
+    "the cat sat on the mat", "open the door please", "turn left at the light", "go forward ten meters",
     "she sells sea shells", "a quick brown fox", "my name is john", "it is raining today",
-    "close the window now", "i like green apples", "where is the station", "ring me tomorrow",
-    "music makes me happy", "play some jazz", "dogs are barking", "we need more time", "read the book again",
-    "sunshine is hot", "answer the phone", "you wait for me here",
+    "close the window now", "i like green apples", "where is the station", "call me tomorrow",
+    "stop the music", "play some jazz", "the dog is barking", "we need more time", "read the book again",
+    "the sun is hot", "pick up the phone", "wait for me here",
 ]
 
 
@@ -31,7 +31,7 @@ def espeak(text: str, path: str, voice: str = "en-us", speed: int = 150) -> None
     subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", path, text], check=True)
 
 
-def _write_utterance(d, name: str, text: str, rng, f) -> None:
+def _write_utterance(d, name: str, text: str, f) -> None:
     import soundfile as sf
 
     from rnnt.audio import load_audio, write_wav
@@ -47,10 +47,9 @@ def _write_utterance(d, name: str, text: str, rng, f) -> None:
 def tiny_corpus(tmp_path_factory) -> str:
     """The 20 SENTENCES as espeak-ng utterances; returns the manifest path (``train.jsonl``)."""
     d = tmp_path_factory.mktemp("tiny_corpus")
-    rng = np.random.default_rng(0)
     with open(d / "train.jsonl", "w") as f:
         for i, s in enumerate(SENTENCES):
-            _write_utterance(d, f"u{i:02d}.wav", s, rng, f)
+            _write_utterance(d, f"u{i:02d}.wav", s, f)
     return str(d / "train.jsonl")
 
 

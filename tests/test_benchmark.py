@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from rnnt.audio import SAMPLE_RATE, load_audio
 from rnnt.benchmark import Clip, decode_streams_batched, max_realtime_streams, summarize, time_streaming
@@ -28,7 +29,7 @@ def test_time_streaming_records_chunks_and_tokens(random_model, tiny_corpus):
     a = time_streaming(rec, utts, "torch", 1)
     b = time_streaming(rec, utts, "again", 1, warmup=False)
     assert a.tokens == b.tokens and len(a.tokens) == 2
-    assert a.audio_seconds == sum(len(u.samples) for u in utts) / SAMPLE_RATE
+    assert a.audio_seconds == pytest.approx(sum(len(u.samples) for u in utts) / SAMPLE_RATE)
     assert len(a.chunk_seconds) >= a.audio_seconds / 0.16 and 0 < a.rtf
     assert a.chunk_ms(50) <= a.chunk_ms(95)
     rows = summarize([a, b], [u.text for u in utts])
