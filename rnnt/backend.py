@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from rnnt.config import FeatureConfig, ModelConfig
-from rnnt.state import LstmState
+from rnnt.state import LstmState, zero_state
 
 
 class Backend(Protocol):
@@ -63,14 +63,10 @@ class TorchBackend:
         return LstmState(s.h.float().cpu().numpy(), s.c.float().cpu().numpy())
 
     def init_encoder_state(self, batch_size: int = 1) -> LstmState:
-        c = self.model_config
-        z = np.zeros((c.enc_layers, batch_size, c.enc_hidden), np.float32)
-        return LstmState(z, z.copy())
+        return zero_state(self.model_config.enc_layers, batch_size, self.model_config.enc_hidden)
 
     def init_predictor_state(self, batch_size: int = 1) -> LstmState:
-        c = self.model_config
-        z = np.zeros((c.pred_layers, batch_size, c.pred_hidden), np.float32)
-        return LstmState(z, z.copy())
+        return zero_state(self.model_config.pred_layers, batch_size, self.model_config.pred_hidden)
 
     def encode(self, feats: np.ndarray, state: LstmState) -> tuple[np.ndarray, LstmState]:
         with self._torch.inference_mode():

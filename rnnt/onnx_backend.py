@@ -35,7 +35,7 @@ import numpy as np
 
 from rnnt.config import FeatureConfig, ModelConfig, from_dict
 from rnnt.errors import CheckpointError, ConfigError
-from rnnt.state import LstmState
+from rnnt.state import LstmState, zero_state
 from rnnt.tokenizer import Tokenizer
 
 FORMAT = "rnnt-onnx"
@@ -155,15 +155,11 @@ class OnnxBackend:
 
     def init_encoder_state(self, batch_size: int = 1) -> LstmState:
         """Zero encoder state, h and c (L_enc, N, H_enc) float32."""
-        c = self.model_config
-        z = np.zeros((c.enc_layers, batch_size, c.enc_hidden), np.float32)
-        return LstmState(z, z.copy())
+        return zero_state(self.model_config.enc_layers, batch_size, self.model_config.enc_hidden)
 
     def init_predictor_state(self, batch_size: int = 1) -> LstmState:
         """Zero predictor state, h and c (L_pred, N, H_pred) float32."""
-        c = self.model_config
-        z = np.zeros((c.pred_layers, batch_size, c.pred_hidden), np.float32)
-        return LstmState(z, z.copy())
+        return zero_state(self.model_config.pred_layers, batch_size, self.model_config.pred_hidden)
 
     def encode(self, feats: np.ndarray, state: LstmState) -> tuple[np.ndarray, LstmState]:
         """feats (N, T_in, F) float32 -> (N, T, J) projected encoder output and the new state.

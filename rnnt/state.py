@@ -40,3 +40,11 @@ def stack_states(states: Sequence[LstmState]) -> LstmState:
 def unstack_states(state: LstmState) -> list[LstmState]:
     """One batched state -> per-stream states with B = 1."""
     return [LstmState(state.h[:, i : i + 1], state.c[:, i : i + 1]) for i in range(state.batch_size)]
+
+
+def zero_state(layers: int, batch_size: int, hidden: int) -> LstmState:
+    """All-zero numpy state: h and c of shape (L, B, H), float32."""
+    import numpy as np
+
+    z = np.zeros((layers, batch_size, hidden), np.float32)
+    return LstmState(z, z.copy())
