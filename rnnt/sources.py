@@ -163,6 +163,21 @@ def _probe(path: str) -> None:
         raise SourceError(f"cannot decode {path}: {msg}")
 
 
+def _pipe_blocks(source: "Source", pipe: "_FfmpegPipe", block: int, position: int,
+                 timeout: float | None = None) -> Iterator[Block]:
+    """Blocks of ``block`` samples from ``pipe`` until it ends, stalls for ``timeout`` s, or ``source`` is
+    closed; returns (via StopIteration) "eof", "stalled" or "closed"."""
+    while not source.closed:
+        samples = pipe.read(block, timeout=timeout)
+        if samples is None:
+            return "stalled"
+        if not len(samples):
+            return "eof"
+        yield Block(samples, position, time.monotonic())
+        position += len(samples)
+    return "closed"
+
+
 class FileSource(Source):
     """Any file ffmpeg reads, streamed as ``block_seconds`` blocks in constant memory."""
 
@@ -176,17 +191,14 @@ class FileSource(Source):
 
     def __iter__(self) -> Iterator[Block]:
         self._pipe = pipe = _FfmpegPipe((["-re"] if self.live else []) + ["-i", self.path])
-        position, eof = 0, False
+        position, end = 0, ""
         try:
-            while not self.closed:
-                samples = pipe.read(self._block)
-                if not len(samples):
-                    eof = True
-                    break
-                yield Block(samples, position, time.monotonic())
-                position += len(samples)
+            for blk in _pipe_blocks(self, pipe, self._block, 0):
+                position = blk.position + len(blk.samples)
+                yield blk
+            end = "eof" if not self.closed else "closed"
         finally:
-            code, msg = pipe.finish(at_eof=eof)
+            code, msg = pipe.finish(at_eof=end == "eof")
         if code != 0 and not self.closed:
             raise SourceError(f"cannot decode {self.path}: {msg or f'ffmpeg exited with code {code}'}")
         if position == 0 and not self.closed:
@@ -458,21 +470,12 @@ class UrlSource(Source):
     def _read_connection(self, position: int) -> Iterator[Block]:
         """Blocks of one ffmpeg connection; sets ``self._why`` to "" at a clean end, else the error."""
         self._pipe = pipe = self._open(position / SAMPLE_RATE)
-        stalled, eof = False, False
+        end = "closed"
         try:
-            while not self.closed:
-                samples = pipe.read(self._block, timeout=self._stall)
-                if samples is None:
-                    stalled = True
-                    break
-                if not len(samples):
-                    eof = True
-                    break
-                yield Block(samples, position, time.monotonic())
-                position += len(samples)
+            end = yield from _pipe_blocks(self, pipe, self._block, position, timeout=self._stall)
         finally:
-            code, msg = pipe.finish(at_eof=eof)
-        if stalled:
+            code, msg = pipe.finish(at_eof=end == "eof")
+        if end == "stalled":
             self._why = f"no audio for {self._stall:g} s"
         else:
             self._why = "" if code == 0 else (msg or f"ffmpeg exited with code {code}")
