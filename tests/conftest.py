@@ -53,9 +53,9 @@ def tiny_corpus(tmp_path_factory) -> str:
     return str(d / "train.jsonl")
 
 
-def train_tiny(manifest: str, exp_dir: str, steps: int, extra: list[str] = (), dev: str = "") -> subprocess.CompletedProcess:
+def train_tiny(manifest: str, exp_dir: str, steps: int, extra: list[str] = ()) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "cli.train", "--flagfile", os.path.join(REPO, "flagfiles", "tiny.txt"),
-           f"--train_manifest={manifest}", f"--dev_manifest={dev or manifest}", f"--exp_dir={exp_dir}",
+           f"--train_manifest={manifest}", f"--dev_manifest={manifest}", f"--exp_dir={exp_dir}",
            f"--max_steps={steps}", "--vocab_size=40", "--threads=2", *extra]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
 
