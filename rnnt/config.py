@@ -65,6 +65,7 @@ class ModelConfig:
     joint_dim: int = 320  # joint hidden width
     joint_mode: str = "sum"  # "sum" of projections or "concat" then a linear layer
     dropout: float = 0.1  # dropout in encoder and predictor during training
+    ctc_weight: float = 0.0  # weight of an auxiliary CTC loss on the encoder while training (0 = off; decoding ignores it)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "n_mels", "stack", "enc_layers", "enc_hidden", "enc_out", "pred_embed",
@@ -73,6 +74,7 @@ class ModelConfig:
         _check(self.vocab_size >= 3, f"vocab_size must be >= 3 (blank, unk, one symbol), got {self.vocab_size}")
         _check(self.joint_mode in ("sum", "concat"), f"joint_mode must be 'sum' or 'concat', got {self.joint_mode!r}")
         _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+        _check(self.ctc_weight >= 0.0, f"ctc_weight must be >= 0, got {self.ctc_weight}")
 
 
 @dataclass(frozen=True)

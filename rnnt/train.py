@@ -424,7 +424,11 @@ def _restore(run: _Run, entries: list[Entry], resume: bool, init: str) -> None:
         say(f"resumed from {path} at step {run.pos.step} (epoch {run.pos.epoch}, batch {run.pos.batch})")
     elif init:
         src, _ = ckpt_io.load_model(init)
-        model.load_state_dict(src.state_dict())
+        # The training-only CTC head may be on either side (shipped models drop it); a new one starts fresh.
+        missing, unexpected = model.load_state_dict(src.state_dict(), strict=False)
+        bad = [k for k in missing + unexpected if not k.startswith("ctc_head.")]
+        if bad:
+            raise ConfigError(f"{init} does not fit this model's shape (e.g. {bad[0]}); use the same model flags")
         say(f"initialised weights from {init}")
     elif run.dist.is_main:  # the other ranks get the statistics with the weights
         mean, std = feature_stats(SpeechDataset(entries, run.tokenizer, run.cfgs.features))

@@ -27,6 +27,8 @@ class Transducer(nn.Module):
         self.encoder = Encoder(cfg)
         self.predictor = Predictor(cfg)
         self.joiner = Joiner(cfg)
+        # Training aid only: a CTC head on the encoder gets the encoder past the all-blank plateau sooner.
+        self.ctc_head = nn.Linear(cfg.enc_out, cfg.vocab_size) if cfg.ctc_weight > 0 else None
 
     def forward(self, feats: torch.Tensor, feat_lengths: torch.Tensor, targets: torch.Tensor,
                 target_lengths: torch.Tensor) -> torch.Tensor:
@@ -36,20 +38,29 @@ class Transducer(nn.Module):
             feats: (B, T_in, F) log-mel; feat_lengths: (B,) valid frames.
             targets: (B, U) token ids (no blank); target_lengths: (B,).
         Returns:
-            (B,) negative log-likelihood.
+            (B,) negative log-likelihood; in training mode plus ``ctc_weight`` times the CTC loss when set.
         """
         enc, enc_lengths, _ = self.encoder(feats, feat_lengths)  # (B, T, D)
         pred_in = nn.functional.pad(targets, (1, 0), value=BLANK)  # (B, U+1): blank starts every sequence
         pred, _ = self.predictor(pred_in)  # (B, U+1, D)
         logits = self.joiner(enc, pred)  # (B, T, U+1, V)
-        return rnnt_loss(logits, targets, enc_lengths.clamp(min=1), target_lengths, blank=BLANK)
+        enc_lengths = enc_lengths.clamp(min=1)
+        loss = rnnt_loss(logits, targets, enc_lengths, target_lengths, blank=BLANK)
+        if self.training and self.ctc_head is not None:
+            log_probs = self.ctc_head(enc).float().log_softmax(-1).transpose(0, 1)  # (T, B, V)
+            ctc = nn.functional.ctc_loss(log_probs, targets, enc_lengths, target_lengths, blank=BLANK,
+                                         reduction="none", zero_infinity=True)  # (B,)
+            loss = loss + self.cfg.ctc_weight * ctc.to(loss.dtype)
+        return loss
 
 
 def count_parameters(model: Transducer) -> dict[str, int]:
-    """Parameters per part and in total."""
+    """Parameters per part and in total (the training-only CTC head is counted apart, not in the total)."""
     parts = {name: sum(p.numel() for p in getattr(model, name).parameters())
              for name in ("encoder", "predictor", "joiner")}
     parts["total"] = sum(parts.values())
+    if model.ctc_head is not None:
+        parts["ctc_head"] = sum(p.numel() for p in model.ctc_head.parameters())
     return parts
 
 

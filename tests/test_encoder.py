@@ -60,3 +60,20 @@ def test_parameter_count_and_loss_backward():
     assert loss.shape == (2,) and torch.isfinite(loss).all()
     loss.sum().backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_ctc_head_adds_its_loss_only_while_training():
+    torch.manual_seed(0)
+    base = build_model(CFG)
+    torch.manual_seed(0)
+    with_ctc = build_model(ModelConfig(**{**CFG.__dict__, "ctc_weight": 0.5}))
+    missing, unexpected = with_ctc.load_state_dict(base.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("ctc_head.") for k in missing)
+    args = (torch.randn(2, 40, CFG.n_mels), torch.tensor([40, 32]), torch.randint(1, 30, (2, 4)), torch.tensor([4, 2]))
+    base.eval(), with_ctc.eval()
+    assert torch.allclose(base(*args), with_ctc(*args))  # evaluation: the transducer loss alone
+    with_ctc.train()
+    ctc_part = with_ctc(*args) - base(*args)
+    assert (ctc_part > 0).all()  # a CTC loss is a positive negative log-likelihood
+    counts = count_parameters(with_ctc)
+    assert counts["ctc_head"] == CFG.enc_out * 30 + 30 and counts["total"] == count_parameters(base)["total"]
