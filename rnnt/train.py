@@ -373,6 +373,7 @@ class _Run:
     t0: float
     bar: Any = None
     last_loss: float = float("nan")
+    last_token_loss: float = float("nan")  # the same, per target token
     last_eval: dict | None = None
 
     @property
@@ -486,7 +487,8 @@ def _after_step(run: _Run, norm: float) -> bool:
         run.bar.set_postfix(loss=f"{run.last_loss:.3f}", lr=f"{lr_at(step, tc):.2e}")
     if step % tc.log_every == 0:
         skipped = int(_all_sum([pos.skipped], run.dist, run.device)[0])
-        say(f"step {step} epoch {pos.epoch} loss {run.last_loss:.4f} grad_norm {norm:.2f} lr {lr_at(step, tc):.2e} "
+        say(f"step {step} epoch {pos.epoch} loss {run.last_loss:.4f} ({run.last_token_loss:.3f}/token) "
+            f"grad_norm {norm:.2f} lr {lr_at(step, tc):.2e} "
             f"skipped_audio {skipped} elapsed {time.time() - run.t0:.0f}s")
     if tc.sync_check_every > 0 and run.dist.enabled and step % tc.sync_check_every == 0:
         checksum = check_in_sync(run.model, run.dist, run.device)
@@ -524,6 +526,9 @@ def _train_epoch(run: _Run, dataset: SpeechDataset, durations: list[float], gen:
             continue
         run.last_loss, norm = train_step(run.model, run.optimizer, group, run.cfgs, pos.step, run.device, gen,
                                          run.scaler, dist)
+        real = [b for b in group if b["feats"] is not None]  # this rank's share, for the per-token figure
+        tokens = sum(int(b["token_lengths"].sum()) for b in real)
+        run.last_token_loss = run.last_loss * sum(len(b["token_lengths"]) for b in real) / max(1, tokens)
         group = []
         pos.step, pos.batch = pos.step + 1, k + 1
         if _after_step(run, norm):
