@@ -42,6 +42,18 @@ def test_resume_continues_the_step_count(tiny_corpus, tmp_path):
     assert ck.optimizer["state"]  # Adam moments travel with the checkpoint
 
 
+def test_init_from_a_model_without_ctc_head_trains_one_with_it(tiny_corpus, tmp_path):
+    first = str(tmp_path / "first")
+    quick = ["--checkpoint_every=2", "--log_every=1", "--dev_manifest=", "--threads=1"]
+    assert train_tiny(tiny_corpus, first, 2, quick).returncode == 0
+    second = str(tmp_path / "second")
+    proc = train_tiny(tiny_corpus, second, 2, [*quick, "--ctc_weight=0.3", f"--init={checkpoint.newest(first)}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "initialised weights from" in proc.stderr and "/token)" in proc.stderr
+    ck = checkpoint.load(checkpoint.newest(second))
+    assert ck.model_config.ctc_weight == 0.3 and "ctc_head.weight" in ck.state_dict
+
+
 def test_bad_manifest_line_and_unreadable_audio_are_skipped(tiny_corpus, tmp_path):
     base = os.path.dirname(tiny_corpus)
     with open(tiny_corpus) as f:
