@@ -26,8 +26,9 @@ def main(argv: list[str]) -> int:
         raise ConfigError("--model is required: the training checkpoint to package")
     ckpt = checkpoint.load(F.model)
     dev = ckpt.extra.get("dev", {}) if isinstance(ckpt.extra, dict) else {}
-    # The training-only CTC head is dropped: decoding never uses it.
-    state = {k: v for k, v in ckpt.state_dict.items() if not k.startswith("ctc_head.")}
+    from rnnt.transducer import is_training_only
+
+    state = {k: v for k, v in ckpt.state_dict.items() if not is_training_only(k)}
     slim = dataclasses.replace(ckpt, optimizer=None, extra={"source": os.path.basename(F.model), "dev": dev},
                                state_dict=state, model_config=dataclasses.replace(ckpt.model_config, ctc_weight=0.0))
     checkpoint.save(F.out, slim, half=F.half)

@@ -47,7 +47,7 @@ from rnnt.errors import ConfigError, DataError, RnntError
 from rnnt.metrics import ErrorCounts, char_errors, word_errors
 from rnnt.session import Recognizer
 from rnnt.tokenizer import Tokenizer, train_bpe
-from rnnt.transducer import Transducer, build_model
+from rnnt.transducer import Transducer, build_model, is_training_only
 
 log = logging.getLogger("rnnt.train")
 
@@ -427,7 +427,7 @@ def _restore(run: _Run, entries: list[Entry], resume: bool, init: str) -> None:
         src, _ = ckpt_io.load_model(init)
         # The training-only CTC head may be on either side (shipped models drop it); a new one starts fresh.
         missing, unexpected = model.load_state_dict(src.state_dict(), strict=False)
-        bad = [k for k in missing + unexpected if not k.startswith("ctc_head.")]
+        bad = [k for k in missing + unexpected if not is_training_only(k)]
         if bad:
             raise ConfigError(f"{init} does not fit this model's shape (e.g. {bad[0]}); use the same model flags")
         say(f"initialised weights from {init}")

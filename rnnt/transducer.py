@@ -54,6 +54,11 @@ class Transducer(nn.Module):
         return loss
 
 
+def is_training_only(key: str) -> bool:
+    """True for state-dict keys that decoding never uses (the auxiliary CTC head)."""
+    return key.startswith("ctc_head.")
+
+
 def count_parameters(model: Transducer) -> dict[str, int]:
     """Parameters per part and in total (the training-only CTC head is counted apart, not in the total)."""
     parts = {name: sum(p.numel() for p in getattr(model, name).parameters())
