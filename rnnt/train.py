@@ -424,9 +424,14 @@ def _restore(run: _Run, entries: list[Entry], resume: bool, init: str) -> None:
         run.last_eval = ex.get("dev") or None
         say(f"resumed from {path} at step {run.pos.step} (epoch {run.pos.epoch}, batch {run.pos.batch})")
     elif init:
-        src, _ = ckpt_io.load_model(init)
+        src, src_ck = ckpt_io.load_model(init)
+        if src_ck.tokenizer.sha1 != run.tokenizer.sha1:
+            raise ConfigError(f"{init} was trained with another tokenizer; pass its tokenizer with --tokenizer")
         # The training-only CTC head may be on either side (shipped models drop it); a new one starts fresh.
-        missing, unexpected = model.load_state_dict(src.state_dict(), strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(src.state_dict(), strict=False)
+        except RuntimeError as e:  # a tensor of another size
+            raise ConfigError(f"{init} does not fit this model's shape; use the same model flags") from e
         bad = [k for k in missing + unexpected if not is_training_only(k)]
         if bad:
             raise ConfigError(f"{init} does not fit this model's shape (e.g. {bad[0]}); use the same model flags")

@@ -128,3 +128,9 @@ def test_spec_augment_masks_without_touching_its_input():
     plain = spec_augment(feats, lengths, AugmentConfig(vtlp=0, spec_freq_masks=0, spec_time_masks=0),
                          torch.Generator().manual_seed(0))
     assert torch.equal(plain, feats)
+
+
+def test_init_from_a_model_of_another_shape_is_a_one_line_error(tiny_corpus, random_model, tmp_path):
+    proc = train_tiny(tiny_corpus, str(tmp_path / "exp"), 2, ["--dev_manifest=", "--threads=1", f"--init={random_model}"])
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "does not fit this model's shape; use the same model flags" in proc.stderr
