@@ -29,8 +29,9 @@ def main(argv: list[str]) -> int:
     from rnnt.transducer import is_training_only
 
     state = {k: v for k, v in ckpt.state_dict.items() if not is_training_only(k)}
+    inference_config = dataclasses.replace(ckpt.model_config, ctc_weight=0.0, prune_range=0)
     slim = dataclasses.replace(ckpt, optimizer=None, extra={"source": os.path.basename(F.model), "dev": dev},
-                               state_dict=state, model_config=dataclasses.replace(ckpt.model_config, ctc_weight=0.0))
+                               state_dict=state, model_config=inference_config)
     checkpoint.save(F.out, slim, half=F.half)
     print(f"wrote {F.out} ({os.path.getsize(F.out) / 1e6:.1f} MB, step {ckpt.step})")
     return 0

@@ -66,6 +66,8 @@ class ModelConfig:
     joint_mode: str = "sum"  # "sum" of projections or "concat" then a linear layer
     dropout: float = 0.1  # dropout in encoder and predictor during training
     ctc_weight: float = 0.0  # weight of an auxiliary CTC loss on the encoder while training (0 = off; decoding ignores it)
+    prune_range: int = 0  # pruned RNN-T: train the joint on this many token positions per frame (0 = all)
+    simple_loss_scale: float = 0.5  # weight of the simple-lattice loss whose alignment picks those positions
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "n_mels", "stack", "enc_layers", "enc_hidden", "enc_out", "pred_embed",
@@ -75,6 +77,9 @@ class ModelConfig:
         _check(self.joint_mode in ("sum", "concat"), f"joint_mode must be 'sum' or 'concat', got {self.joint_mode!r}")
         _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
         _check(self.ctc_weight >= 0.0, f"ctc_weight must be >= 0, got {self.ctc_weight}")
+        _check(self.prune_range == 0 or self.prune_range >= 2,
+               f"prune_range must be 0 (off) or >= 2, got {self.prune_range}")
+        _check(self.simple_loss_scale >= 0.0, f"simple_loss_scale must be >= 0, got {self.simple_loss_scale}")
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,7 @@ class TrainConfig:
     accum_steps: int = 1  # gradient accumulation
     lr: float = 1e-3  # peak learning rate
     warmup_steps: int = 500  # linear warm-up
+    prune_warmup_steps: int = 500  # with prune_range: steps on the exact loss while the simple heads learn to align
     decay_steps: int = 50000  # cosine decay from lr to min_lr over these steps after warm-up
     min_lr: float = 1e-5  # floor of the schedule
     weight_decay: float = 1e-6  # Adam L2
@@ -161,6 +167,7 @@ class TrainConfig:
         _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         _check(self.accum_steps >= 1, f"accum_steps must be >= 1, got {self.accum_steps}")
         _check(self.lr > 0, f"lr must be positive, got {self.lr}")
+        _check(self.prune_warmup_steps >= 0, f"prune_warmup_steps must be >= 0, got {self.prune_warmup_steps}")
         _check(self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}")
         _check(self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         _check(self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}")

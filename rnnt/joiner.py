@@ -41,3 +41,15 @@ class Joiner(nn.Module):
         e = self.project_encoder(enc).unsqueeze(2)  # (B, T, 1, J)
         p = self.project_predictor(pred).unsqueeze(1)  # (B, 1, U+1, J)
         return self.join_projected(e, p)
+
+    def pruned(self, enc: torch.Tensor, pred: torch.Tensor, starts: torch.Tensor, s_range: int) -> torch.Tensor:
+        """Pruned lattice: logits (B, T, S, V) at predictor positions ``starts[b, t] + k``, k < S.
+
+        enc (B, T, D_enc), pred (B, U+1, D_pred), starts (B, T) with ``starts + S <= U + 1``.
+        """
+        e = self.project_encoder(enc).unsqueeze(2)  # (B, T, 1, J)
+        p = self.project_predictor(pred)  # (B, U+1, J)
+        b, t_max = starts.shape
+        nodes = starts[:, :, None] + torch.arange(s_range, device=starts.device)  # (B, T, S)
+        p = p.gather(1, nodes.reshape(b, t_max * s_range, 1).expand(-1, -1, p.shape[-1]))
+        return self.join_projected(e, p.reshape(b, t_max, s_range, -1))

@@ -215,6 +215,7 @@ def train_step(model, optimizer, batches: list[dict], cfgs: AllConfigs, step: in
     for group in optimizer.param_groups:
         group["lr"] = lr_at(step, tc)
     amp = autocast_dtype(tc, device)
+    prune_warmup = min(1.0, step / tc.prune_warmup_steps) if tc.prune_warmup_steps else 1.0
     total, count = 0.0, 0
     for k, batch in enumerate(batches):
         real = batch["feats"] is not None
@@ -224,7 +225,8 @@ def train_step(model, optimizer, batches: list[dict], cfgs: AllConfigs, step: in
         with contextlib.nullcontext() if sync else model.no_sync():
             with torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext():
                 loss = model(feats.to(device, non_blocking=True), b["feat_lengths"].to(device),
-                             b["tokens"].to(device, non_blocking=True), b["token_lengths"].to(device))  # (B,)
+                             b["tokens"].to(device, non_blocking=True), b["token_lengths"].to(device),
+                             prune_warmup=prune_warmup)  # (B,)
             objective = loss.float().sum() * ((1.0 / len(loss)) if real else 0.0) / len(batches)
             (scaler.scale(objective) if scaler is not None else objective).backward()
         if real:
@@ -410,7 +412,11 @@ def _restore(run: _Run, entries: list[Entry], resume: bool, init: str) -> None:
             raise ConfigError(f"{path} was trained with another tokenizer; resume with the same exp_dir")
         if ck.optimizer is None:
             raise ConfigError(f"{path} holds no optimizer state (a shipped model?); use --init to fine-tune from it")
-        model.load_state_dict(ck.state_dict)
+        try:
+            model.load_state_dict(ck.state_dict)
+        except RuntimeError as e:  # other model flags (shape, or a training-only head added or removed)
+            raise ConfigError(f"{path} does not fit this model's flags; resume with the flags it was trained "
+                              f"with, or start a new --exp_dir with --init={path}") from e
         run.optimizer.load_state_dict(ck.optimizer)
         if run.scaler is not None and ck.extra.get("scaler"):
             run.scaler.load_state_dict(ck.extra["scaler"])
@@ -492,8 +498,10 @@ def _after_step(run: _Run, norm: float) -> bool:
         run.bar.set_postfix(loss=f"{run.last_loss:.3f}", lr=f"{lr_at(step, tc):.2e}")
     if step % tc.log_every == 0:
         skipped = int(_all_sum([pos.skipped], run.dist, run.device)[0])
+        coverage = getattr(run.core, "window_coverage", None)
         say(f"step {step} epoch {pos.epoch} loss {run.last_loss:.4f} ({run.last_token_loss:.3f}/token) "
-            f"grad_norm {norm:.2f} lr {lr_at(step, tc):.2e} "
+            + (f"windows_hold {coverage:.1%} " if coverage is not None else "")
+            + f"grad_norm {norm:.2f} lr {lr_at(step, tc):.2e} "
             f"skipped_audio {skipped} elapsed {time.time() - run.t0:.0f}s")
     if tc.sync_check_every > 0 and run.dist.enabled and step % tc.sync_check_every == 0:
         checksum = check_in_sync(run.model, run.dist, run.device)

@@ -60,13 +60,14 @@ def test_cli_reports_bad_model_in_one_line(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_package_model_cli_drops_optimizer_and_ctc_head(random_model, tmp_path):
+def test_package_model_cli_drops_optimizer_and_training_heads(random_model, tmp_path):
     import dataclasses
 
     from rnnt.transducer import build_model
 
     _, ck = checkpoint.load_model(random_model)
-    trained = build_model(dataclasses.replace(ck.model_config, ctc_weight=0.3))  # as training with CTC leaves it
+    # As training with CTC and the pruned loss leaves it.
+    trained = build_model(dataclasses.replace(ck.model_config, ctc_weight=0.3, prune_range=4))
     src = str(tmp_path / "with_ctc.pt")
     checkpoint.save(src, dataclasses.replace(ck, model_config=trained.cfg, state_dict=trained.state_dict(),
                                              optimizer={"state": {}}))
@@ -76,7 +77,8 @@ def test_package_model_cli_drops_optimizer_and_ctc_head(random_model, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     ck = checkpoint.load(str(out))
     assert ck.optimizer is None and ck.extra["source"] == "with_ctc.pt"
-    assert ck.model_config.ctc_weight == 0.0 and not any(k.startswith("ctc_head.") for k in ck.state_dict)
+    assert ck.model_config.ctc_weight == 0.0 and ck.model_config.prune_range == 0
+    assert not any(k.startswith(("ctc_head.", "simple_")) for k in ck.state_dict)
     assert all(v.dtype == torch.float16 for v in ck.state_dict.values() if v.is_floating_point())
     model, _ = checkpoint.load_model(str(out))
-    assert model.ctc_head is None
+    assert model.ctc_head is None and model.simple_am is None

@@ -2,7 +2,7 @@ import torch
 
 from rnnt.config import ModelConfig
 from rnnt.state import stack_states, unstack_states
-from rnnt.transducer import build_model, count_parameters
+from rnnt.transducer import build_model, count_parameters, is_training_only
 
 CFG = ModelConfig(vocab_size=30, enc_layers=3, enc_hidden=48, enc_out=40, pred_embed=16, pred_hidden=32,
                   pred_out=24, joint_dim=36, dropout=0.0)
@@ -77,3 +77,33 @@ def test_ctc_head_adds_its_loss_only_while_training():
     assert (ctc_part > 0).all()  # a CTC loss is a positive negative log-likelihood
     counts = count_parameters(with_ctc)
     assert counts["ctc_head"] == CFG.enc_out * 30 + 30 and counts["total"] == count_parameters(base)["total"]
+
+
+def test_pruned_training_loss_and_exact_evaluation_loss():
+    torch.manual_seed(0)
+    base = build_model(CFG)
+    pruned = build_model(ModelConfig(**{**CFG.__dict__, "prune_range": 3}))
+    missing, unexpected = pruned.load_state_dict(base.state_dict(), strict=False)
+    assert not unexpected and sorted({k.split(".")[0] for k in missing}) == ["simple_am", "simple_lm"]
+    assert all(is_training_only(k) for k in missing)
+    args = (torch.randn(3, 48, CFG.n_mels), torch.tensor([48, 40, 20]), torch.randint(1, 30, (3, 6)),
+            torch.tensor([6, 5, 2]))
+    base.eval(), pruned.eval()
+    assert torch.allclose(base(*args), pruned(*args))  # evaluation: the exact loss, whatever prune_range says
+    base.train(), pruned.train()
+    torch.manual_seed(1)
+    full = base(*args)
+    torch.manual_seed(1)  # the same dropout masks
+    warming = pruned(*args, prune_warmup=0.5)
+    torch.manual_seed(1)
+    warm = pruned(*args, prune_warmup=1.0)
+    assert torch.isfinite(warming).all() and torch.isfinite(warm).all()
+    # Both add half the (positive) simple-lattice loss to a loss that is exact while warming up, and that
+    # scores only a subset of the alignments (so is at least the exact one) afterwards.
+    assert torch.all(warming > full) and torch.all(warm >= full - 1e-4) and not torch.allclose(warm, warming)
+    warm.sum().backward()
+    for name in ("joiner.output.weight", "simple_am.weight", "simple_lm.weight", "encoder.input_proj.weight"):
+        assert pruned.get_parameter(name).grad.abs().sum() > 0, name
+    counts = count_parameters(pruned)
+    assert counts["pruning_heads"] == (CFG.enc_out + 1 + CFG.pred_out + 1) * CFG.vocab_size
+    assert counts["total"] == count_parameters(base)["total"]

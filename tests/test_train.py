@@ -13,7 +13,7 @@ from rnnt import checkpoint
 from rnnt.config import AllConfigs, AugmentConfig, ModelConfig, TrainConfig
 from rnnt.errors import DataError
 from rnnt.train import lr_at, spec_augment, train, train_step
-from tests.conftest import train_tiny
+from tests.conftest import TINY_STEPS, train_tiny
 
 
 def test_tiny_model_reaches_low_cer_on_its_corpus(tiny_model, tiny_corpus):
@@ -52,6 +52,35 @@ def test_init_from_a_model_without_ctc_head_trains_one_with_it(tiny_corpus, tmp_
     assert "initialised weights from" in proc.stderr and "/token)" in proc.stderr
     ck = checkpoint.load(checkpoint.newest(second))
     assert ck.model_config.ctc_weight == 0.3 and "ctc_head.weight" in ck.state_dict
+
+
+def test_pruned_loss_learns_the_tiny_corpus(tiny_corpus, tmp_path):
+    """Training with --prune_range from scratch: warm-up on the exact loss with the pruning windows'
+    coverage logged, then the pruned loss; the model still fits its corpus."""
+    from rnnt.evaluation import evaluate_manifest
+    from rnnt.inference import load_recognizer
+
+    exp = str(tmp_path / "pruned")
+    proc = train_tiny(tiny_corpus, exp, TINY_STEPS, ["--prune_range=3", "--prune_warmup_steps=100",
+                                                     "--log_every=10", "--dev_manifest="])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "pruning_heads" in proc.stderr
+    held = [float(x) for x in re.findall(r"step (?:[1-9]|[1-9]\d) epoch .* windows_hold ([\d.]+)%", proc.stderr)]
+    assert len(held) == 9 and all(0 <= h <= 100 for h in held), proc.stderr[-2000:]
+    assert not re.search(r"step (1[1-9]\d|[2-9]\d\d) epoch .* windows_hold", proc.stderr)  # gone after warm-up
+    ck = checkpoint.load(checkpoint.newest(exp))
+    assert ck.model_config.prune_range == 3 and "simple_am.weight" in ck.state_dict
+    result = evaluate_manifest(load_recognizer(checkpoint.newest(exp), "torch", threads=2), tiny_corpus)
+    assert result.cer < 0.30, [(u["ref"], u["hyp"]) for u in result.utterances]
+
+
+def test_resume_with_other_model_flags_is_a_one_line_error(tiny_corpus, tmp_path):
+    exp = str(tmp_path / "exp")
+    quick = ["--checkpoint_every=2", "--log_every=1", "--dev_manifest=", "--threads=1"]
+    assert train_tiny(tiny_corpus, exp, 2, quick).returncode == 0
+    proc = train_tiny(tiny_corpus, exp, 4, [*quick, "--resume", "--prune_range=4"])
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "does not fit this model's flags" in proc.stderr and "--init=" in proc.stderr
 
 
 def test_bad_manifest_line_and_unreadable_audio_are_skipped(tiny_corpus, tmp_path):
