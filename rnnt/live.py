@@ -24,6 +24,7 @@ import logging
 import math
 import queue
 import shutil
+import signal
 import textwrap
 import threading
 import time
@@ -240,8 +241,11 @@ class _Pipeline:
         return shown
 
     # --- caller's thread -----------------------------------------------------------------------------
-    def pump(self, on_event: Callable[[Event], None], on_start: Callable[[], None] | None) -> None:
+    def pump(self, on_event: Callable[[Event], None], on_start: Callable[[], None] | None,
+             stop_requested: threading.Event | None = None) -> None:
         while True:
+            if stop_requested is not None and stop_requested.is_set() and not self.stop.is_set():
+                self.interrupt()  # Ctrl-C or SIGTERM: stop reading, keep pumping until the last words
             try:
                 ev = self.events.get(timeout=0.1)
             except queue.Empty:
@@ -260,6 +264,22 @@ class _Pipeline:
         self.source.close()
 
 
+def _catch_stop_signals(stop_requested: threading.Event) -> dict:
+    """On the main thread, make SIGINT and SIGTERM set ``stop_requested`` instead of raising
+    KeyboardInterrupt wherever the main thread happens to be: an exception raised inside a queue's lock
+    can leave that lock held and hang the flush. A second signal raises KeyboardInterrupt. Returns the
+    previous handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handler(signum, frame) -> None:
+        if stop_requested.is_set():
+            raise KeyboardInterrupt  # a second Ctrl-C while the last words flush
+        stop_requested.set()
+
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
 def run(recognizer: Recognizer, source: Source, cfg: SourceConfig, on_event: Callable[[Event], None],
         on_start: Callable[[], None] | None = None) -> LiveReport:
     """Transcribe ``source`` until it ends, ``cfg.max_seconds`` pass or Ctrl-C; ``on_event`` gets every
@@ -267,13 +287,19 @@ def run(recognizer: Recognizer, source: Source, cfg: SourceConfig, on_event: Cal
     is open). A source or recognizer error is raised after the words so far were delivered."""
     pipe = _Pipeline(recognizer, source, cfg)
     t0 = time.monotonic()
-    pipe.decoder.start()
-    pipe.reader.start()
+    stop_requested = threading.Event()
+    previous = _catch_stop_signals(stop_requested)
     try:
-        pipe.pump(on_event, on_start)
-    except KeyboardInterrupt:
-        pipe.interrupt()  # a second Ctrl-C while the last words flush propagates
-        pipe.pump(on_event, None)
+        pipe.decoder.start()
+        pipe.reader.start()
+        try:
+            pipe.pump(on_event, on_start, stop_requested)
+        except KeyboardInterrupt:  # not on the main thread, or raised by a callback
+            pipe.interrupt()
+            pipe.pump(on_event, None)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     pipe.decoder.join()
     pipe.reader.join(timeout=5)
     pipe.report.wall_seconds = time.monotonic() - t0

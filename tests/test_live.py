@@ -221,7 +221,11 @@ def test_stream_py_transcribes_the_virtual_microphone(virtual_mic, tiny_model, s
         subprocess.run(["paplay", "--device=vsink", played], env=virtual_mic, check=True)
         time.sleep(2.0)  # the capture side runs a little behind the player
         proc.send_signal(signal.SIGINT)  # Ctrl-C: flush the last words, exit 0
-        assert proc.wait(timeout=30) == 0, err.text
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"stream.py did not exit after Ctrl-C; stderr: {err.text!r}") from None
+        assert code == 0, err.text
     finally:
         proc.kill()
     time.sleep(0.2)
