@@ -294,7 +294,9 @@ def run(recognizer: Recognizer, source: Source, cfg: SourceConfig, on_event: Cal
         pipe.reader.start()
         try:
             pipe.pump(on_event, on_start, stop_requested)
-        except KeyboardInterrupt:  # not on the main thread, or raised by a callback
+        except KeyboardInterrupt:  # a second signal while flushing, or the handlers were not ours to set
+            if stop_requested.is_set():
+                raise
             pipe.interrupt()
             pipe.pump(on_event, None)
     finally:
