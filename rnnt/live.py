@@ -294,7 +294,7 @@ def run(recognizer: Recognizer, source: Source, cfg: SourceConfig, on_event: Cal
         pipe.reader.start()
         try:
             pipe.pump(on_event, on_start, stop_requested)
-        except KeyboardInterrupt:  # a second signal while flushing, or the handlers were not ours to set
+        except KeyboardInterrupt:  # a second signal while flushing propagates; one raised another way flushes
             if stop_requested.is_set():
                 raise
             pipe.interrupt()
