@@ -2,7 +2,8 @@
 
 Resumable: run the same command again to continue; finished utterances are skipped. The manifests
 ``<out_dir>/{train,dev,test}.jsonl`` are rewritten every ``refresh_every`` utterances, so training can
-start on a partial corpus.
+start on a partial corpus. Ctrl-C or SIGTERM (to the driver, or to all its processes) stops it within
+seconds, after a last manifest rewrite; it exits 130.
 """
 
 from __future__ import annotations

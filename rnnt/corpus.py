@@ -924,46 +924,94 @@ def prepare(cfg: CorpusConfig) -> list[Job]:
     return plan_jobs(cfg, voices, sentences)
 
 
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+class _StopFlag:
+    """SIGINT/SIGTERM handler for the driver: remember the signal instead of raising at an arbitrary point
+    (an exception inside the pool's bookkeeping could leave one of its locks held and hang the exit)."""
+
+    def __init__(self):
+        self.signum = 0
+
+    def __call__(self, signum, frame) -> None:
+        self.signum = signum
+
+
+def _keep(store: RecordStore, rec: dict) -> int:
+    """Store a worker's record; returns 1 if the utterance failed (logged), else 0."""
+    if "error" in rec:
+        log.warning("utterance %s failed: %s", rec["id"], rec["error"])
+        return 1
+    store.add(rec)
+    return 0
 
 
 def synthesize_corpus(cfg: CorpusConfig, progress: bool = True) -> dict[str, dict[str, float]]:
-    """Synthesize every pending job with ``cfg.workers`` processes (resumable); returns ``summary()``."""
+    """Synthesize every pending job with ``cfg.workers`` processes (resumable); returns ``summary()``.
+
+    Ctrl-C or SIGTERM (also when it reaches the workers too, as ``pkill -f`` does) stops it within seconds:
+    the manifests are rewritten with every finished utterance first, then ``KeyboardInterrupt`` is raised.
+    A worker that dies on its own (out of memory, killed alone) gives a one-line ``RnntError``."""
     import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
     from tqdm import tqdm
 
     jobs = prepare(cfg)
     store = RecordStore(cfg.out_dir)
-    todo = [j for j in jobs if j.id not in store.records]
-    log.info("%d of %d utterances already done, %d to go", len(jobs) - len(todo), len(jobs), len(todo))
-    failed = 0
-    previous = signal.getsignal(signal.SIGTERM)
+    pending_jobs = [j for j in jobs if j.id not in store.records]
+    n_todo, todo = len(pending_jobs), iter(pending_jobs)
+    log.info("%d of %d utterances already done, %d to go", len(jobs) - n_todo, len(jobs), n_todo)
+    failed = since_refresh = 0
+    stop = _StopFlag()
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    tmp = tempfile.mkdtemp(prefix="rnnt_tts_")
+    pool = ProcessPoolExecutor(cfg.workers, mp_context=multiprocessing.get_context("fork"),
+                               initializer=_Worker.init, initargs=(tmp,))
+    bar = tqdm(total=n_todo, disable=not progress, unit="utt", smoothing=0.02,
+               mininterval=1.0 if sys.stderr.isatty() else 30.0)
+    pending: set = set()
     try:
-        with tempfile.TemporaryDirectory(prefix="rnnt_tts_") as tmp, \
-                multiprocessing.get_context("fork").Pool(cfg.workers, _Worker.init, (tmp,)) as pool, \
-                tqdm(total=len(todo), disable=not progress, unit="utt", smoothing=0.02,
-                     mininterval=1.0 if sys.stderr.isatty() else 30.0) as bar:
-            signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` stops the pool like Ctrl-C (workers forked)
-            for start in range(0, len(todo), cfg.refresh_every):
-                if cfg.max_hours and store.hours() >= cfg.max_hours:
-                    log.info("reached max_hours=%g of training audio", cfg.max_hours)
-                    break
-                batch = [(j, cfg.out_dir) for j in todo[start: start + cfg.refresh_every]]
-                for rec in pool.imap_unordered(_run_job, batch):
-                    if "error" in rec:
-                        failed += 1
-                        log.warning("utterance %s failed: %s", rec["id"], rec["error"])
-                    else:
-                        store.add(rec)
-                    bar.update()
+        for s in previous:
+            signal.signal(s, stop)
+        while not stop.signum:
+            if since_refresh == 0 and cfg.max_hours and store.hours() >= cfg.max_hours:
+                log.info("reached max_hours=%g of training audio", cfg.max_hours)
+                break
+            while len(pending) < 2 * cfg.workers and (job := next(todo, None)) is not None:
+                pending.add(pool.submit(_run_job, (job, cfg.out_dir)))
+            if not pending:
+                break
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            for fut in done:
+                try:
+                    rec = fut.result()
+                except BrokenProcessPool:
+                    if stop.signum:  # the same signal reached the workers
+                        break
+                    raise RnntError("a synthesis process died (out of memory, or killed); every finished "
+                                    "utterance is kept: run the same command again to resume") from None
+                failed += _keep(store, rec)
+                since_refresh += 1
+                bar.update()
+            if since_refresh >= cfg.refresh_every:
                 store.write_manifests(jobs)
                 bar.set_postfix(train_h=f"{store.hours():.2f}")
+                since_refresh = 0
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        store.write_manifests(jobs)
+        store.write_manifests(jobs)  # first: nothing finished is lost, whatever happens to the pool
+        bar.close()
+        pool.shutdown(wait=True, cancel_futures=True)  # the running jobs take seconds
+        finished = [f for f in pending if f.done() and not f.cancelled() and f.exception() is None]
+        for fut in finished:
+            failed += _keep(store, fut.result())
+        if finished:
+            store.write_manifests(jobs)
         store.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if stop.signum:
+        raise KeyboardInterrupt(f"signal {stop.signum}")
     if failed:
         log.warning("%d utterances failed; run again to retry them", failed)
     return summary(store.records.values())

@@ -4,6 +4,10 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -151,6 +155,62 @@ def test_tiny_corpus_manifests_heldout_and_resume(tmp_path):
     corpus.synthesize_corpus(cfg, progress=False)
     assert len(read_jsonl(tmp_path / "records.jsonl")) == lines + 1
     assert read_jsonl(tmp_path / "train.jsonl") == man["train"]
+
+
+def _start_make_corpus(cfg: CorpusConfig) -> subprocess.Popen:
+    """``python -m cli.make_corpus`` for ``cfg`` in a new session; returns once 4 utterances are done."""
+    flags = [f"--{k}={v}" for k, v in dataclasses.asdict(cfg).items()]
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.Popen([sys.executable, "-m", "cli.make_corpus", *flags], cwd=repo, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    records, deadline = os.path.join(cfg.out_dir, "records.jsonl"), time.monotonic() + 120
+    while not (os.path.exists(records) and len(read_jsonl(records)) >= 4):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    return proc
+
+
+def _finish(proc: subprocess.Popen) -> str:
+    try:
+        return proc.communicate(timeout=60)[1]
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("make_corpus hung")
+
+
+def _assert_manifests_list_every_record(out_dir) -> None:
+    done = {r["audio"] for r in read_jsonl(out_dir / "records.jsonl")}
+    listed = {r["audio"] for s in ("train", "dev", "test") for r in read_jsonl(out_dir / f"{s}.jsonl")}
+    assert 4 <= len(listed) < 44 and listed == done
+
+
+@needs_tts
+def test_sigterm_to_every_process_keeps_all_finished_work(tmp_path):
+    """``pkill -f cli.make_corpus`` signals the driver and its workers at once. With a multiprocessing
+    pool this sometimes hung the driver (a worker killed while holding the task queue's lock) before the
+    manifests were rewritten; manifest rewrites every 3 utterances leave workers idle often, the risky moment."""
+    cfg = tiny_config(tmp_path, num_sentences=40, refresh_every=3)
+    proc = _start_make_corpus(cfg)
+    os.killpg(proc.pid, signal.SIGTERM)  # the driver, its workers and their TTS processes
+    err = _finish(proc)
+    assert proc.returncode == 130 and "Traceback" not in err and err.strip().endswith("interrupted"), err
+    _assert_manifests_list_every_record(tmp_path)
+    corpus.synthesize_corpus(cfg, progress=False)  # resume to the end
+    assert [len(read_jsonl(tmp_path / f"{s}.jsonl")) for s in ("train", "dev", "test")] == [40, 2, 2]
+
+
+@needs_tts
+def test_a_worker_killed_alone_is_a_one_line_error(tmp_path):
+    proc = _start_make_corpus(tiny_config(tmp_path, num_sentences=40))
+    children = [int(pid) for task in os.listdir(f"/proc/{proc.pid}/task")
+                for pid in open(f"/proc/{proc.pid}/task/{task}/children").read().split()]
+    workers = [pid for pid in children if b"cli.make_corpus" in open(f"/proc/{pid}/cmdline", "rb").read()]
+    assert workers, children
+    os.kill(int(workers[0]), signal.SIGKILL)  # as the kernel's out-of-memory killer would
+    err = _finish(proc)
+    assert proc.returncode == 1 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("error: a synthesis process died"), err
+    _assert_manifests_list_every_record(tmp_path)
 
 
 @needs_tts
