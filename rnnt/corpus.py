@@ -958,16 +958,16 @@ def synthesize_corpus(cfg: CorpusConfig, progress: bool = True) -> dict[str, dic
 
     jobs = prepare(cfg)
     store = RecordStore(cfg.out_dir)
-    pending_jobs = [j for j in jobs if j.id not in store.records]
-    n_todo, todo = len(pending_jobs), iter(pending_jobs)
-    log.info("%d of %d utterances already done, %d to go", len(jobs) - n_todo, len(jobs), n_todo)
+    todo = [j for j in jobs if j.id not in store.records]
+    log.info("%d of %d utterances already done, %d to go", len(jobs) - len(todo), len(jobs), len(todo))
+    next_jobs = iter(todo)
     failed = since_refresh = 0
     stop = _StopFlag()
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     tmp = tempfile.mkdtemp(prefix="rnnt_tts_")
     pool = ProcessPoolExecutor(cfg.workers, mp_context=multiprocessing.get_context("fork"),
                                initializer=_Worker.init, initargs=(tmp,))
-    bar = tqdm(total=n_todo, disable=not progress, unit="utt", smoothing=0.02,
+    bar = tqdm(total=len(todo), disable=not progress, unit="utt", smoothing=0.02,
                mininterval=1.0 if sys.stderr.isatty() else 30.0)
     pending: set = set()
     try:
@@ -977,7 +977,7 @@ def synthesize_corpus(cfg: CorpusConfig, progress: bool = True) -> dict[str, dic
             if since_refresh == 0 and cfg.max_hours and store.hours() >= cfg.max_hours:
                 log.info("reached max_hours=%g of training audio", cfg.max_hours)
                 break
-            while len(pending) < 2 * cfg.workers and (job := next(todo, None)) is not None:
+            while len(pending) < 2 * cfg.workers and (job := next(next_jobs, None)) is not None:
                 pending.add(pool.submit(_run_job, (job, cfg.out_dir)))
             if not pending:
                 break
@@ -986,8 +986,8 @@ def synthesize_corpus(cfg: CorpusConfig, progress: bool = True) -> dict[str, dic
                 try:
                     rec = fut.result()
                 except BrokenProcessPool:
-                    if stop.signum:  # the same signal reached the workers
-                        break
+                    if stop.signum:  # the same signal reached the workers; keep the others that finished
+                        continue
                     raise RnntError("a synthesis process died (out of memory, or killed); every finished "
                                     "utterance is kept: run the same command again to resume") from None
                 failed += _keep(store, rec)

@@ -206,7 +206,7 @@ def test_a_worker_killed_alone_is_a_one_line_error(tmp_path):
                 for pid in open(f"/proc/{proc.pid}/task/{task}/children").read().split()]
     workers = [pid for pid in children if b"cli.make_corpus" in open(f"/proc/{pid}/cmdline", "rb").read()]
     assert workers, children
-    os.kill(int(workers[0]), signal.SIGKILL)  # as the kernel's out-of-memory killer would
+    os.kill(workers[0], signal.SIGKILL)  # as the kernel's out-of-memory killer would
     err = _finish(proc)
     assert proc.returncode == 1 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1].startswith("error: a synthesis process died"), err
