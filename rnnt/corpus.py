@@ -944,6 +944,10 @@ def _keep(store: RecordStore, rec: dict) -> int:
     return 0
 
 
+_WORKER_DIED = ("a synthesis process died (out of memory, or killed); every finished utterance is kept: "
+                "run the same command again to resume")
+
+
 def synthesize_corpus(cfg: CorpusConfig, progress: bool = True) -> dict[str, dict[str, float]]:
     """Synthesize every pending job with ``cfg.workers`` processes (resumable); returns ``summary()``.
 
@@ -977,8 +981,12 @@ def synthesize_corpus(cfg: CorpusConfig, progress: bool = True) -> dict[str, dic
             if since_refresh == 0 and cfg.max_hours and store.hours() >= cfg.max_hours:
                 log.info("reached max_hours=%g of training audio", cfg.max_hours)
                 break
-            while len(pending) < 2 * cfg.workers and (job := next(next_jobs, None)) is not None:
-                pending.add(pool.submit(_run_job, (job, cfg.out_dir)))
+            try:  # a dead worker shows up in submit() or in a result, whichever comes first
+                while len(pending) < 2 * cfg.workers and (job := next(next_jobs, None)) is not None:
+                    pending.add(pool.submit(_run_job, (job, cfg.out_dir)))
+            except BrokenProcessPool:
+                if not stop.signum:
+                    raise RnntError(_WORKER_DIED) from None
             if not pending:
                 break
             done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
@@ -988,8 +996,7 @@ def synthesize_corpus(cfg: CorpusConfig, progress: bool = True) -> dict[str, dic
                 except BrokenProcessPool:
                     if stop.signum:  # the same signal reached the workers; keep the others that finished
                         continue
-                    raise RnntError("a synthesis process died (out of memory, or killed); every finished "
-                                    "utterance is kept: run the same command again to resume") from None
+                    raise RnntError(_WORKER_DIED) from None
                 failed += _keep(store, rec)
                 since_refresh += 1
                 bar.update()
