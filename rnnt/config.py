@@ -157,7 +157,7 @@ class TrainConfig:
     log_every: int = 50  # steps between log lines
     num_workers: int = 1  # data loader worker processes
     seed: int = 1234
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (bf16/fp16 only on CUDA)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 only on CUDA; bf16 on CUDA and CPU)
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch intra-op threads; 0 = torch default
     augment: bool = True  # on-the-fly waveform augmentation and SpecAugment

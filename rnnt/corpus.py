@@ -79,6 +79,7 @@ class CorpusConfig:
     workers: int = 2  # synthesis processes
     max_hours: float = 0.0  # stop once the training audio reaches this many hours; 0 = no limit
     refresh_every: int = 400  # utterances between manifest rewrites
+    train_order: str = "forward"  # forward | backward: which end of the training jobs to synthesize first (dev and test always come first); the finished corpus is the same
     seed: int = 1234  # seeds the sentence split, voice choice and every per-utterance draw
 
     def __post_init__(self) -> None:
@@ -109,6 +110,8 @@ class CorpusConfig:
         check(self.workers >= 1, f"workers must be >= 1, got {self.workers}")
         check(self.max_hours >= 0, f"max_hours must be >= 0, got {self.max_hours}")
         check(self.refresh_every >= 1, f"refresh_every must be >= 1, got {self.refresh_every}")
+        check(self.train_order in ("forward", "backward"),
+              f"train_order must be forward or backward, got {self.train_order!r}")
 
     def test_voice_names(self) -> list[str]:
         return [v.strip() for v in self.test_voices.split(",") if v.strip()]
@@ -963,6 +966,8 @@ def synthesize_corpus(cfg: CorpusConfig, progress: bool = True) -> dict[str, dic
     jobs = prepare(cfg)
     store = RecordStore(cfg.out_dir)
     todo = [j for j in jobs if j.id not in store.records]
+    if cfg.train_order == "backward":  # e.g. to reach the sentences a model seeded from a partial corpus never heard
+        todo = [j for j in todo if j.split != "train"] + [j for j in todo if j.split == "train"][::-1]
     log.info("%d of %d utterances already done, %d to go", len(jobs) - len(todo), len(jobs), len(todo))
     next_jobs = iter(todo)
     failed = since_refresh = 0

@@ -39,7 +39,7 @@ def read_jsonl(path):
 @pytest.mark.parametrize("kw", [dict(test_voices="flite_rms"), dict(engine_weights="espeak=0"),
                                 dict(engine_weights="espeak=x"), dict(engine_weights="nope=1"),
                                 dict(dev_sentences=10, heldout_sentences=10), dict(sources="fortunes,web"),
-                                dict(workers=0), dict(codec_prob=1.5)])
+                                dict(workers=0), dict(codec_prob=1.5), dict(train_order="random")])
 def test_config_rejects_bad_values(kw):
     with pytest.raises(ConfigError):
         tiny_config("x", **kw)
@@ -155,6 +155,18 @@ def test_tiny_corpus_manifests_heldout_and_resume(tmp_path):
     corpus.synthesize_corpus(cfg, progress=False)
     assert len(read_jsonl(tmp_path / "records.jsonl")) == lines + 1
     assert read_jsonl(tmp_path / "train.jsonl") == man["train"]
+
+
+def test_backward_order_synthesizes_the_last_training_jobs_first(tmp_path):
+    cfg = tiny_config(tmp_path, workers=1, max_hours=1e-6, train_order="backward")
+    corpus.synthesize_corpus(cfg, progress=False)  # stops soon after the first training utterance
+    ids = [r["id"] for r in read_jsonl(tmp_path / "records.jsonl")]
+    train = sorted(i for i in ids if i.startswith("train-"))
+    assert {"dev-000000", "dev-000001", "test-000000", "test-000001"} <= set(ids)
+    assert train and len(train) < 8 and train == [f"train-{i:06d}" for i in range(8 - len(train), 8)], ids
+    corpus.synthesize_corpus(dataclasses.replace(cfg, max_hours=0.0, train_order="forward"), progress=False)
+    man = read_jsonl(tmp_path / "train.jsonl")  # finished either way: the same corpus, listed in job order
+    assert [os.path.basename(r["audio"]) for r in man] == [f"train-{i:06d}.flac" for i in range(8)]
 
 
 def _start_make_corpus(cfg: CorpusConfig) -> subprocess.Popen:

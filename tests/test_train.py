@@ -134,6 +134,35 @@ def test_train_step_runs_a_stand_in_for_an_unreadable_micro_batch():
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
+def test_bf16_on_the_cpu_autocasts_and_learns_with_fp32_weights():
+    from rnnt.train import autocast_dtype
+    from rnnt.transducer import build_model
+
+    torch.manual_seed(0)
+    model_cfg = ModelConfig(vocab_size=10, n_mels=8, enc_layers=2, enc_hidden=32, enc_out=32, pred_embed=8,
+                            pred_hidden=32, pred_out=32, joint_dim=32, dropout=0.0)
+    cfgs = {p: AllConfigs(model=model_cfg, train=TrainConfig(augment=False, warmup_steps=1, lr=3e-3, precision=p))
+            for p in ("fp32", "bf16", "fp16")}
+    cpu = torch.device("cpu")
+    assert autocast_dtype(cfgs["bf16"].train, cpu) == torch.bfloat16
+    assert autocast_dtype(cfgs["fp16"].train, cpu) is None  # fp16 stays a CUDA-only choice
+    batch = {"feats": torch.randn(2, 40, 8), "feat_lengths": torch.tensor([40, 32]),
+             "tokens": torch.tensor([[3, 4, 5], [6, 7, 0]]), "token_lengths": torch.tensor([3, 2]), "skipped": 0}
+    first = {}
+    models = {}
+    for p in ("fp32", "bf16"):
+        torch.manual_seed(1)
+        models[p] = build_model(model_cfg)
+        opt = torch.optim.Adam(models[p].parameters())
+        first[p], _ = train_step(models[p], opt, [batch], cfgs[p], 1, cpu, torch.Generator().manual_seed(0))
+    assert first["bf16"] != first["fp32"] and first["bf16"] == pytest.approx(first["fp32"], rel=0.03)
+    model, opt = models["bf16"], torch.optim.Adam(models["bf16"].parameters())
+    losses = [train_step(model, opt, [batch], cfgs["bf16"], s, cpu, torch.Generator().manual_seed(0))[0]
+              for s in range(2, 60)]
+    assert losses[-1] < 0.5 * first["bf16"], losses
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
 def test_lr_schedule_warms_up_then_decays_to_the_floor():
     tc = TrainConfig(lr=1e-3, warmup_steps=10, decay_steps=100, min_lr=1e-5)
     warm = [lr_at(s, tc) for s in range(10)]
