@@ -1,12 +1,15 @@
-"""Benchmark (not a test): one training step with the full RNN-T loss against the pruned loss.
+"""Benchmark (not a test): one training step with the full RNN-T loss against the pruned loss, in fp32
+and, with ``--precisions=fp32,bf16``, under CPU bf16 autocast.
 
     python benchmarks/bench_train_step.py --flagfile flagfiles/en_small.txt           # the shipped shape
     python benchmarks/bench_train_step.py --flagfile flagfiles/en_small.txt --prune_ranges=0,3,5,8
+    python benchmarks/bench_train_step.py --flagfile flagfiles/en_small.txt --prune_ranges=5 --precisions=fp32,bf16
 
 Builds the model of the flagfile (random weights), then times forward + backward + Adam on the same
 random batch (``--batch`` utterances of ``--seconds`` each, ``--tokens_per_second`` targets) for every
-``--prune_ranges`` value, interleaved over ``--rounds`` so machine noise hits them alike. Prints the
-median milliseconds per step and the speed-up over the full loss (prune range 0), measured in this run.
+``--prune_ranges`` value and ``--precisions`` value, interleaved over ``--rounds`` so machine noise hits
+them alike. Prints the median milliseconds per step and the speed-up over the first combination (the full
+loss in fp32 by default), measured in this run.
 """
 
 import os
@@ -27,7 +30,8 @@ absl_flags.DEFINE_integer("batch", 24, "utterances per batch")
 absl_flags.DEFINE_float("seconds", 5.0, "seconds of audio per utterance")
 absl_flags.DEFINE_float("tokens_per_second", 5.0, "target tokens per second of audio (the corpus has about 5)")
 absl_flags.DEFINE_string("prune_ranges", "0,5", "comma-separated prune_range values to time; 0 = full loss")
-absl_flags.DEFINE_integer("rounds", 3, "timed steps per prune range")
+absl_flags.DEFINE_string("precisions", "fp32", "comma-separated precisions to time: fp32, bf16 (CPU autocast)")
+absl_flags.DEFINE_integer("rounds", 3, "timed steps per combination")
 flags.define(FeatureConfig, ModelConfig, TrainConfig, AugmentConfig)  # a training flagfile reads as it is
 
 
@@ -46,36 +50,36 @@ def main(argv: list[str]) -> int:
     lengths = torch.full((F.batch,), frames)
     targets = torch.randint(1, base.vocab_size, (F.batch, tokens))
     target_lengths = torch.full((F.batch,), tokens)
-    ranges = [int(r) for r in F.prune_ranges.split(",")]
+    combos = [(int(r), p.strip()) for r in F.prune_ranges.split(",") for p in F.precisions.split(",")]
     models = {}
-    for r in ranges:
+    for r, p in combos:
         torch.manual_seed(0)
         model = build_model(ModelConfig(**{**base.__dict__, "prune_range": r})).train()
-        models[r] = (model, torch.optim.Adam(model.parameters(), lr=1e-4))
+        models[r, p] = (model, torch.optim.Adam(model.parameters(), lr=1e-4))
 
-    def step(r: int) -> float:
-        model, opt = models[r]
+    def step(combo: tuple[int, str]) -> float:
+        model, opt = models[combo]
         start = time.perf_counter()
-        loss = model(feats, lengths, targets, target_lengths).mean()
-        loss.backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=combo[1] == "bf16"):
+            loss = model(feats, lengths, targets, target_lengths).mean()
+        loss.float().backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         return time.perf_counter() - start
 
-    for r in ranges:
-        step(r)  # warm-up
-    times = {r: [] for r in ranges}
+    for c in combos:
+        step(c)  # warm-up
+    times = {c: [] for c in combos}
     for _ in range(F.rounds):
-        for r in ranges:
-            times[r].append(step(r))
+        for c in combos:
+            times[c].append(step(c))
     print(f"batch {F.batch} x {F.seconds:g} s ({frames // base.stack} encoder frames, {tokens} tokens), "
           f"vocab {base.vocab_size}, joint {base.joint_dim}, {torch.get_num_threads()} thread(s)")
-    full = statistics.median(times[ranges[0]])
-    for r in ranges:
-        med = statistics.median(times[r])
-        name = "full loss" if r == 0 else f"pruned, range {r}"
-        ref = "full" if ranges[0] == 0 else f"range {ranges[0]}"
-        print(f"  {name:<18} {med * 1000:8.0f} ms/step   x{full / med:.2f} vs {ref}")
+    first = statistics.median(times[combos[0]])
+    for r, p in combos:
+        med = statistics.median(times[r, p])
+        name = ("full loss" if r == 0 else f"pruned, range {r}") + f", {p}"
+        print(f"  {name:<24} {med * 1000:8.0f} ms/step   x{first / med:.2f} vs the first")
     return 0
 
 
