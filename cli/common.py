@@ -23,6 +23,16 @@ def model_path(flag_value: str, backend: str = "torch") -> str:
     return DEFAULT_ONNX if backend == "onnx" else DEFAULT_MODEL
 
 
+def required_checkpoint(path: str, what: str):
+    """Load the checkpoint a command was given with ``--model``; a one-line error names ``what`` it must be."""
+    from rnnt import checkpoint
+    from rnnt.errors import ConfigError
+
+    if not path:
+        raise ConfigError(f"--model is required: {what}")
+    return checkpoint.load(path)
+
+
 def _guarded(main: Callable[[list[str]], int | None]) -> Callable[[list[str]], None]:
     def wrapper(argv: list[str]) -> None:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)

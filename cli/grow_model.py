@@ -11,7 +11,7 @@ import os
 from absl import flags as absl_flags
 
 from cli import flags
-from cli.common import run
+from cli.common import required_checkpoint, run
 from rnnt import checkpoint
 
 absl_flags.DEFINE_string("out", None, "where to write the grown model (.pt)")
@@ -23,12 +23,9 @@ absl_flags.mark_flag_as_required("out")
 
 def main(argv: list[str]) -> int:
     F = flags.FLAGS
-    from rnnt.errors import ConfigError
     from rnnt.grow import grow_encoder
 
-    if not F.model:
-        raise ConfigError("--model is required: the checkpoint or shipped model to grow")
-    ckpt = checkpoint.load(F.model)
+    ckpt = required_checkpoint(F.model, "the checkpoint or shipped model to grow")
     grown = grow_encoder(ckpt, F.add_layers, None if F.position < 0 else F.position)
     checkpoint.save(F.out, grown)  # each weight keeps its dtype (fp16 in a shipped model)
     print(f"wrote {F.out} ({os.path.getsize(F.out) / 1e6:.1f} MB): encoder {ckpt.model_config.enc_layers} -> "

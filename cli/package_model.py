@@ -9,7 +9,7 @@ import os
 from absl import flags as absl_flags
 
 from cli import flags
-from cli.common import run
+from cli.common import required_checkpoint, run
 from rnnt import checkpoint
 
 absl_flags.DEFINE_string("out", None, "where to write the packaged model (.pt)")
@@ -20,11 +20,7 @@ absl_flags.mark_flag_as_required("out")
 
 def main(argv: list[str]) -> int:
     F = flags.FLAGS
-    from rnnt.errors import ConfigError
-
-    if not F.model:
-        raise ConfigError("--model is required: the training checkpoint to package")
-    ckpt = checkpoint.load(F.model)
+    ckpt = required_checkpoint(F.model, "the training checkpoint to package")
     dev = ckpt.extra.get("dev", {}) if isinstance(ckpt.extra, dict) else {}
     from rnnt.transducer import is_training_only
 
