@@ -12,6 +12,7 @@ them alike. Prints the median milliseconds per step and the speed-up over the fi
 loss in fp32 by default), measured in this run.
 """
 
+import dataclasses
 import os
 import statistics
 import sys
@@ -36,6 +37,7 @@ flags.define(FeatureConfig, ModelConfig, TrainConfig, AugmentConfig)  # a traini
 
 
 def main(argv: list[str]) -> int:
+    from rnnt.train import autocast_dtype
     from rnnt.transducer import build_model
 
     F = absl_flags.FLAGS
@@ -45,6 +47,7 @@ def main(argv: list[str]) -> int:
     frames = int(F.seconds * features.sample_rate / features.hop_length)
     tokens = max(1, int(F.seconds * F.tokens_per_second))
     base = flags.config_from_flags(ModelConfig)
+    train_cfg = flags.config_from_flags(TrainConfig)
     torch.manual_seed(0)
     feats = torch.randn(F.batch, frames, base.n_mels)
     lengths = torch.full((F.batch,), frames)
@@ -60,7 +63,8 @@ def main(argv: list[str]) -> int:
     def step(combo: tuple[int, str]) -> float:
         model, opt = models[combo]
         start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=combo[1] == "bf16"):
+        amp = autocast_dtype(dataclasses.replace(train_cfg, precision=combo[1]), torch.device("cpu"))
+        with torch.autocast("cpu", dtype=amp or torch.bfloat16, enabled=amp is not None):  # as training does
             loss = model(feats, lengths, targets, target_lengths).mean()
         loss.float().backward()
         opt.step()

@@ -22,17 +22,16 @@ def _block_keys(i: int) -> list[str]:
             lstm + "bias_ih_l0", lstm + "bias_hh_l0"]
 
 
-def identity_block(hidden: int, seed: int) -> dict[str, torch.Tensor]:
-    """The parameters of one identity encoder block (keys relative to block 0)."""
+def identity_block(hidden: int, seed: int) -> list[torch.Tensor]:
+    """The parameters of one identity encoder block, in ``_block_keys`` order."""
     gen = torch.Generator().manual_seed(seed)
     bound = hidden ** -0.5  # PyTorch's LSTM init: U(-1/sqrt(H), 1/sqrt(H))
-    block = {"encoder.norms.0.weight": torch.ones(hidden), "encoder.norms.0.bias": torch.zeros(hidden)}
-    for name, shape in (("weight_ih_l0", (4 * hidden, hidden)), ("weight_hh_l0", (4 * hidden, hidden)),
-                        ("bias_ih_l0", (4 * hidden,)), ("bias_hh_l0", (4 * hidden,))):
+    lstm = []
+    for shape in ((4 * hidden, hidden), (4 * hidden, hidden), (4 * hidden,), (4 * hidden,)):  # W_ih, W_hh, b_ih, b_hh
         t = (torch.rand(shape, generator=gen) * 2 - 1) * bound
         t[2 * hidden : 3 * hidden] = 0.0  # gate order i, f, g, o: g = 0 keeps the cell, and so h, at 0
-        block["encoder.lstms.0." + name] = t
-    return block
+        lstm.append(t)
+    return [torch.ones(hidden), torch.zeros(hidden), *lstm]
 
 
 def grow_encoder(ckpt: Checkpoint, add_layers: int, position: int | None = None, seed: int = 0) -> Checkpoint:
@@ -51,8 +50,7 @@ def grow_encoder(ckpt: Checkpoint, add_layers: int, position: int | None = None,
     order = list(range(position)) + [None] * add_layers + list(range(position, old))
     for new_i, old_i in enumerate(order):
         if old_i is None:
-            block = identity_block(cfg.enc_hidden, seed + new_i)
-            values = [block[k].to(dtype) for k in _block_keys(0)]
+            values = [t.to(dtype) for t in identity_block(cfg.enc_hidden, seed + new_i)]
         else:
             values = [sd[k] for k in _block_keys(old_i)]
         new_sd.update(zip(_block_keys(new_i), values))
