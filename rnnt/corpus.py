@@ -80,6 +80,7 @@ class CorpusConfig:
     max_hours: float = 0.0  # stop once the training audio reaches this many hours; 0 = no limit
     refresh_every: int = 400  # utterances between manifest rewrites
     train_order: str = "forward"  # forward | backward: which end of the training jobs to synthesize first (dev and test always come first); the finished corpus is the same
+    train_start: int = -1  # training sentence to synthesize first, going on in train_order and wrapping around; -1 = the list's start (forward) or end (backward)
     seed: int = 1234  # seeds the sentence split, voice choice and every per-utterance draw
 
     def __post_init__(self) -> None:
@@ -112,6 +113,8 @@ class CorpusConfig:
         check(self.refresh_every >= 1, f"refresh_every must be >= 1, got {self.refresh_every}")
         check(self.train_order in ("forward", "backward"),
               f"train_order must be forward or backward, got {self.train_order!r}")
+        check(-1 <= self.train_start < self.num_sentences,
+              f"train_start must be -1 or a training sentence index below num_sentences, got {self.train_start}")
 
     def test_voice_names(self) -> list[str]:
         return [v.strip() for v in self.test_voices.split(",") if v.strip()]
@@ -966,8 +969,13 @@ def synthesize_corpus(cfg: CorpusConfig, progress: bool = True) -> dict[str, dic
     jobs = prepare(cfg)
     store = RecordStore(cfg.out_dir)
     todo = [j for j in jobs if j.id not in store.records]
-    if cfg.train_order == "backward":  # e.g. to reach the sentences a model seeded from a partial corpus never heard
-        todo = [j for j in todo if j.split != "train"] + [j for j in todo if j.split == "train"][::-1]
+    train = [j for j in todo if j.split == "train"]  # e.g. reach the sentences a model seeded from a partial corpus never heard
+    if cfg.train_start >= 0:  # rotate so the first job at or past train_start (before it, backward) leads
+        after = sum(int(j.id.rsplit("-", 1)[1]) < cfg.train_start + (cfg.train_order == "backward") for j in train)
+        train = train[after:] + train[:after]
+    if cfg.train_order == "backward":
+        train = train[::-1]
+    todo = [j for j in todo if j.split != "train"] + train
     log.info("%d of %d utterances already done, %d to go", len(jobs) - len(todo), len(jobs), len(todo))
     next_jobs = iter(todo)
     failed = since_refresh = 0

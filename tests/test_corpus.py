@@ -39,7 +39,8 @@ def read_jsonl(path):
 @pytest.mark.parametrize("kw", [dict(test_voices="flite_rms"), dict(engine_weights="espeak=0"),
                                 dict(engine_weights="espeak=x"), dict(engine_weights="nope=1"),
                                 dict(dev_sentences=10, heldout_sentences=10), dict(sources="fortunes,web"),
-                                dict(workers=0), dict(codec_prob=1.5), dict(train_order="random")])
+                                dict(workers=0), dict(codec_prob=1.5), dict(train_order="random"),
+                                dict(train_start=-2), dict(train_start=8)])
 def test_config_rejects_bad_values(kw):
     with pytest.raises(ConfigError):
         tiny_config("x", **kw)
@@ -167,6 +168,15 @@ def test_backward_order_synthesizes_the_last_training_jobs_first(tmp_path):
     corpus.synthesize_corpus(dataclasses.replace(cfg, max_hours=0.0, train_order="forward"), progress=False)
     man = read_jsonl(tmp_path / "train.jsonl")  # finished either way: the same corpus, listed in job order
     assert [os.path.basename(r["audio"]) for r in man] == [f"train-{i:06d}.flac" for i in range(8)]
+
+
+@pytest.mark.parametrize("order,start,first", [("forward", 5, 5), ("backward", 2, 2), ("backward", 0, 0)])
+def test_train_start_picks_the_first_training_job(tmp_path, order, start, first):
+    cfg = tiny_config(tmp_path, workers=1, max_hours=1e-6, train_order=order, train_start=start)
+    corpus.synthesize_corpus(cfg, progress=False)  # stops soon after the first training utterance
+    train = [r["id"] for r in read_jsonl(tmp_path / "records.jsonl") if r["id"].startswith("train-")]
+    step = 1 if order == "forward" else -1
+    assert train and len(train) < 8 and train == [f"train-{(first + step * k) % 8:06d}" for k in range(len(train))]
 
 
 def _start_make_corpus(cfg: CorpusConfig) -> subprocess.Popen:
