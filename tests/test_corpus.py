@@ -170,13 +170,13 @@ def test_backward_order_synthesizes_the_last_training_jobs_first(tmp_path):
     assert [os.path.basename(r["audio"]) for r in man] == [f"train-{i:06d}.flac" for i in range(8)]
 
 
-@pytest.mark.parametrize("order,start,first", [("forward", 5, 5), ("backward", 2, 2), ("backward", 0, 0)])
-def test_train_start_picks_the_first_training_job(tmp_path, order, start, first):
+@pytest.mark.parametrize("order,start", [("forward", 5), ("backward", 2), ("backward", 0)])
+def test_train_start_picks_the_first_training_job(tmp_path, order, start):
     cfg = tiny_config(tmp_path, workers=1, max_hours=1e-6, train_order=order, train_start=start)
     corpus.synthesize_corpus(cfg, progress=False)  # stops soon after the first training utterance
     train = [r["id"] for r in read_jsonl(tmp_path / "records.jsonl") if r["id"].startswith("train-")]
     step = 1 if order == "forward" else -1
-    assert train and len(train) < 8 and train == [f"train-{(first + step * k) % 8:06d}" for k in range(len(train))]
+    assert train and len(train) < 8 and train == [f"train-{(start + step * k) % 8:06d}" for k in range(len(train))]
 
 
 def _start_make_corpus(cfg: CorpusConfig) -> subprocess.Popen:
