@@ -969,10 +969,12 @@ def synthesize_corpus(cfg: CorpusConfig, progress: bool = True) -> dict[str, dic
     jobs = prepare(cfg)
     store = RecordStore(cfg.out_dir)
     todo = [j for j in jobs if j.id not in store.records]
-    train = [j for j in todo if j.split == "train"]  # e.g. reach the sentences a model seeded from a partial corpus never heard
-    if cfg.train_start >= 0:  # rotate so the first job at or past train_start (before it, backward) leads
-        after = sum(int(j.id.rsplit("-", 1)[1]) < cfg.train_start + (cfg.train_order == "backward") for j in train)
-        train = train[after:] + train[:after]
+    # The order of the training jobs, e.g. to reach the sentences a model seeded from a partial corpus never heard
+    train = [j for j in todo if j.split == "train"]
+    if cfg.train_start >= 0:  # rotate: forward, train_start leads; backward, it ends the list, reversed below
+        pivot = cfg.train_start + (cfg.train_order == "backward")
+        cut = sum(int(j.id.rsplit("-", 1)[1]) < pivot for j in train)
+        train = train[cut:] + train[:cut]
     if cfg.train_order == "backward":
         train = train[::-1]
     todo = [j for j in todo if j.split != "train"] + train
