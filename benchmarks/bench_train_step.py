@@ -53,7 +53,12 @@ def main(argv: list[str]) -> int:
     lengths = torch.full((F.batch,), frames)
     targets = torch.randint(1, base.vocab_size, (F.batch, tokens))
     target_lengths = torch.full((F.batch,), tokens)
-    combos = [(int(r), p.strip()) for r in F.prune_ranges.split(",") for p in F.precisions.split(",")]
+    precisions = [p.strip() for p in F.precisions.split(",")]
+    if "bf16" in precisions and autocast_dtype(dataclasses.replace(train_cfg, precision="bf16"),
+                                               torch.device("cpu")) is None:
+        print("bf16: this CPU has no AMX or AVX-512 BF16, so training runs fp32 there; not timed")
+        precisions = [p for p in precisions if p != "bf16"] or ["fp32"]
+    combos = [(int(r), p) for r in F.prune_ranges.split(",") for p in precisions]
     models = {}
     for r, p in combos:
         torch.manual_seed(0)

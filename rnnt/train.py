@@ -191,10 +191,12 @@ def spec_augment(feats: torch.Tensor, lengths: torch.Tensor, cfg: AugmentConfig,
 def autocast_dtype(tc: TrainConfig, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``tc.precision`` on ``device`` (None: plain fp32).
 
-    On the CPU only bf16 applies (fp16 trains in fp32 there): the weights, Adam and the loss's lattice stay
-    fp32/fp64, while the LSTM and linear layers run in bf16, about 2x faster on CPUs with AMX."""
+    On the CPU only bf16 applies (fp16 trains in fp32 there), and only where the CPU computes bf16 in
+    hardware: the weights, Adam and the loss's lattice stay fp32/fp64, while the LSTM and linear layers run
+    in bf16, about 2x faster on CPUs with AMX. Elsewhere bf16 is emulated and slower, or (AVX2-only CPUs)
+    oneDNN has no bf16 LSTM at all, so such CPUs train in fp32."""
     if device.type == "cpu":
-        return torch.bfloat16 if tc.precision == "bf16" else None
+        return torch.bfloat16 if tc.precision == "bf16" and cpu_bf16_is_native() else None
     if device.type != "cuda":
         return None
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tc.precision)
@@ -469,10 +471,11 @@ def _setup(cfgs: AllConfigs, dist: DistInfo, device: torch.device, entries: list
     dev_set = None
     if tc.dev_manifest:
         dev_set = SpeechDataset(read_manifests(tc.dev_manifest, measure=True).entries, tokenizer, cfgs.features)
-    if autocast_dtype(tc, device) is None and tc.precision != "fp32":
+    if device.type == "cpu" and tc.precision == "bf16" and not cpu_bf16_is_native():
+        say("precision=bf16: this CPU has no AMX or AVX-512 BF16 (bf16 would be emulated and slower, or "
+            "unsupported); training in fp32")
+    elif autocast_dtype(tc, device) is None and tc.precision != "fp32":
         say(f"precision={tc.precision} does not apply on {device}; training in fp32")
-    elif device.type == "cpu" and tc.precision == "bf16" and not cpu_bf16_is_native():
-        say("precision=bf16: this CPU has no AMX or AVX-512 BF16, so bf16 is emulated and likely slower than fp32")
     model = build_model(cfgs.model).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if autocast_dtype(tc, device) == torch.float16 else None

@@ -12,7 +12,7 @@ import torch
 from rnnt import checkpoint
 from rnnt.config import AllConfigs, AugmentConfig, ModelConfig, TrainConfig
 from rnnt.errors import DataError
-from rnnt.train import lr_at, spec_augment, train, train_step
+from rnnt.train import cpu_bf16_is_native, lr_at, spec_augment, train, train_step
 from tests.conftest import TINY_STEPS, train_tiny
 
 
@@ -134,6 +134,7 @@ def test_train_step_runs_a_stand_in_for_an_unreadable_micro_batch():
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
+@pytest.mark.skipif(not cpu_bf16_is_native(), reason="this CPU has no AMX or AVX-512 BF16")
 def test_bf16_on_the_cpu_autocasts_and_learns_with_fp32_weights():
     from rnnt.train import autocast_dtype
     from rnnt.transducer import build_model
@@ -161,6 +162,35 @@ def test_bf16_on_the_cpu_autocasts_and_learns_with_fp32_weights():
               for s in range(2, 60)]
     assert losses[-1] < 0.5 * first["bf16"], losses
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+@pytest.mark.skipif(cpu_bf16_is_native(), reason="this CPU computes bf16 in hardware")
+def test_bf16_without_cpu_support_trains_in_fp32(tmp_path, tiny_corpus):
+    """An AVX2-only CPU has no oneDNN bf16 LSTM: --precision=bf16 must train (in fp32, saying so), not crash."""
+    from rnnt.train import autocast_dtype
+    from rnnt.transducer import build_model
+
+    model_cfg = ModelConfig(vocab_size=10, n_mels=8, enc_layers=2, enc_hidden=32, enc_out=32, pred_embed=8,
+                            pred_hidden=32, pred_out=32, joint_dim=32, dropout=0.0)
+    cfgs = {p: AllConfigs(model=model_cfg, train=TrainConfig(augment=False, warmup_steps=1, precision=p))
+            for p in ("fp32", "bf16")}
+    assert autocast_dtype(cfgs["bf16"].train, torch.device("cpu")) is None
+    batch = {"feats": torch.randn(2, 40, 8), "feat_lengths": torch.tensor([40, 32]),
+             "tokens": torch.tensor([[3, 4, 5], [6, 7, 0]]), "token_lengths": torch.tensor([3, 2]), "skipped": 0}
+    losses = {}
+    for p in ("fp32", "bf16"):
+        torch.manual_seed(1)
+        model = build_model(model_cfg)
+        opt = torch.optim.Adam(model.parameters())
+        losses[p] = [train_step(model, opt, [batch], cfgs[p], s, torch.device("cpu"),
+                                torch.Generator().manual_seed(0))[0] for s in (1, 2)]
+    assert losses["bf16"] == losses["fp32"]
+    exp = str(tmp_path / "exp")
+    proc = train_tiny(tiny_corpus, exp, 2, ["--precision=bf16", "--dev_manifest=", "--threads=1"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(os.path.join(exp, "train.log")) as f:
+        assert "no AMX or AVX-512 BF16" in f.read()
+    assert checkpoint.newest(exp).endswith("ckpt-00000002.pt")
 
 
 def test_lr_schedule_warms_up_then_decays_to_the_floor():
