@@ -37,7 +37,7 @@ flags.define(FeatureConfig, ModelConfig, TrainConfig, AugmentConfig)  # a traini
 
 
 def main(argv: list[str]) -> int:
-    from rnnt.train import autocast_dtype
+    from rnnt.train import autocast_dtype, cpu_bf16_is_native
     from rnnt.transducer import build_model
 
     F = absl_flags.FLAGS
@@ -54,8 +54,7 @@ def main(argv: list[str]) -> int:
     targets = torch.randint(1, base.vocab_size, (F.batch, tokens))
     target_lengths = torch.full((F.batch,), tokens)
     precisions = [p.strip() for p in F.precisions.split(",")]
-    if "bf16" in precisions and autocast_dtype(dataclasses.replace(train_cfg, precision="bf16"),
-                                               torch.device("cpu")) is None:
+    if "bf16" in precisions and not cpu_bf16_is_native():
         print("bf16: this CPU has no AMX or AVX-512 BF16, so training runs fp32 there; not timed")
         precisions = [p for p in precisions if p != "bf16"] or ["fp32"]
     combos = [(int(r), p) for r in F.prune_ranges.split(",") for p in precisions]
