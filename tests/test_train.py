@@ -116,6 +116,16 @@ def test_epoch_too_small_for_accumulation_is_an_error(tiny_corpus, tmp_path):
         train(cfgs)
 
 
+def _batch() -> dict:
+    """Two utterances of 8-bin features with 3 and 2 target tokens, as the data loader batches them."""
+    return {"feats": torch.randn(2, 40, 8), "feat_lengths": torch.tensor([40, 32]),
+            "tokens": torch.tensor([[3, 4, 5], [6, 7, 0]]), "token_lengths": torch.tensor([3, 2]), "skipped": 0}
+
+
+_BF16_MODEL = ModelConfig(vocab_size=10, n_mels=8, enc_layers=2, enc_hidden=32, enc_out=32, pred_embed=8,
+                          pred_hidden=32, pred_out=32, joint_dim=32, dropout=0.0)
+
+
 def test_train_step_runs_a_stand_in_for_an_unreadable_micro_batch():
     torch.manual_seed(0)
     cfgs = AllConfigs(model=ModelConfig(vocab_size=10, n_mels=8, enc_layers=1, enc_hidden=16, enc_out=16,
@@ -126,8 +136,7 @@ def test_train_step_runs_a_stand_in_for_an_unreadable_micro_batch():
     model = build_model(cfgs.model)
     before = [p.detach().clone() for p in model.parameters()]
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    real = {"feats": torch.randn(2, 40, 8), "feat_lengths": torch.tensor([40, 32]),
-            "tokens": torch.tensor([[3, 4, 5], [6, 7, 0]]), "token_lengths": torch.tensor([3, 2]), "skipped": 0}
+    real = _batch()
     loss, norm = train_step(model, opt, [real, {"feats": None, "skipped": 2}], cfgs, 0, torch.device("cpu"),
                             torch.Generator().manual_seed(0))
     assert loss > 0 and norm > 0
@@ -140,15 +149,13 @@ def test_bf16_on_the_cpu_autocasts_and_learns_with_fp32_weights():
     from rnnt.transducer import build_model
 
     torch.manual_seed(0)
-    model_cfg = ModelConfig(vocab_size=10, n_mels=8, enc_layers=2, enc_hidden=32, enc_out=32, pred_embed=8,
-                            pred_hidden=32, pred_out=32, joint_dim=32, dropout=0.0)
+    model_cfg = _BF16_MODEL
     cfgs = {p: AllConfigs(model=model_cfg, train=TrainConfig(augment=False, warmup_steps=1, lr=3e-3, precision=p))
             for p in ("fp32", "bf16", "fp16")}
     cpu = torch.device("cpu")
     assert autocast_dtype(cfgs["bf16"].train, cpu) == torch.bfloat16
     assert autocast_dtype(cfgs["fp16"].train, cpu) is None  # fp16 stays a CUDA-only choice
-    batch = {"feats": torch.randn(2, 40, 8), "feat_lengths": torch.tensor([40, 32]),
-             "tokens": torch.tensor([[3, 4, 5], [6, 7, 0]]), "token_lengths": torch.tensor([3, 2]), "skipped": 0}
+    batch = _batch()
     first = {}
     models = {}
     for p in ("fp32", "bf16"):
@@ -170,13 +177,11 @@ def test_bf16_without_cpu_support_trains_in_fp32(tmp_path, tiny_corpus):
     from rnnt.train import autocast_dtype
     from rnnt.transducer import build_model
 
-    model_cfg = ModelConfig(vocab_size=10, n_mels=8, enc_layers=2, enc_hidden=32, enc_out=32, pred_embed=8,
-                            pred_hidden=32, pred_out=32, joint_dim=32, dropout=0.0)
+    model_cfg = _BF16_MODEL
     cfgs = {p: AllConfigs(model=model_cfg, train=TrainConfig(augment=False, warmup_steps=1, precision=p))
             for p in ("fp32", "bf16")}
     assert autocast_dtype(cfgs["bf16"].train, torch.device("cpu")) is None
-    batch = {"feats": torch.randn(2, 40, 8), "feat_lengths": torch.tensor([40, 32]),
-             "tokens": torch.tensor([[3, 4, 5], [6, 7, 0]]), "token_lengths": torch.tensor([3, 2]), "skipped": 0}
+    batch = _batch()
     losses = {}
     for p in ("fp32", "bf16"):
         torch.manual_seed(1)
