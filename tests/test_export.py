@@ -2,13 +2,16 @@
 
 import json
 import os
+import platform
+import shutil
 import subprocess
 import sys
 
+import numpy as np
 import onnx
 import pytest
 
-from export.onnx_export import export_onnx, quantize_int8, verify
+from export.onnx_export import _example_inputs, export_onnx, quantize_int8, verify
 from rnnt.checkpoint import load_model
 from rnnt.errors import ExportError
 from rnnt.onnx_backend import (CONFIG_FILE, DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS,
@@ -70,13 +73,61 @@ def test_int8_folder_is_complete_and_close(random_model, tmp_path):
     assert q == str(tmp_path / "int8")
     ops = {n.op_type for n in onnx.load(os.path.join(q, GRAPH_FILES["encoder"])).graph.node}
     assert "DynamicQuantizeLSTM" in ops and "MatMulInteger" in ops
-    assert json.load(open(os.path.join(q, CONFIG_FILE)))["quantization"] == "int8-dynamic"
+    cfg = json.load(open(os.path.join(q, CONFIG_FILE)))
+    assert cfg["quantization"] == "int8-dynamic" and cfg["int8_weight_bits"] == 7
     for file in GRAPH_FILES.values():
         meta = {p.key: p.value for p in onnx.load(os.path.join(q, file)).metadata_props}
         assert meta["quantization"] == "int8-dynamic"
         assert os.path.getsize(os.path.join(q, file)) < os.path.getsize(tmp_path / file)
     model, _ = load_model(random_model)
     assert verify(model, q, tolerance=None).worst < 0.1
+
+
+# Runs the three graphs of an export folder on saved inputs ("graph|input" in an .npz) and saves their
+# outputs ("graph|output"), with the CPU features numpy detected.
+_RUN_GRAPHS = """
+import sys, numpy as np, onnxruntime as ort
+from rnnt.onnx_backend import GRAPH_FILES
+folder, inputs, out = sys.argv[1:4]
+data, got = dict(np.load(inputs)), {}
+for graph, file in GRAPH_FILES.items():
+    sess = ort.InferenceSession(f"{folder}/{file}", providers=["CPUExecutionProvider"])
+    feeds = {k.split("|")[1]: v for k, v in data.items() if k.startswith(graph + "|")}
+    names = [o.name for o in sess.get_outputs()]
+    got.update({f"{graph}|{n}": v for n, v in zip(names, sess.run(names, feeds))})
+np.savez(out, **got)
+features = np._core._multiarray_umath.__cpu_features__
+print("AVX2", features["AVX2"], "AVX512VNNI", features["AVX512VNNI"])
+"""
+QEMU = shutil.which("qemu-x86_64")
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64" or QEMU is None, reason="needs an x86-64 host and qemu-user")
+def test_int8_computes_the_same_on_a_cpu_without_vnni(random_model, tmp_path):
+    """The int8 folder, run here and on an emulated AMD EPYC Rome (AVX2, no VNNI, where full-range int8
+    weights saturate), gives the same numbers, close to torch."""
+    _export(random_model, str(tmp_path))
+    q = quantize_int8(str(tmp_path))
+    model, _ = load_model(random_model)
+    examples = _example_inputs(model, 2, 8 * model.cfg.stack, np.random.default_rng(0))
+    np.savez(tmp_path / "in.npz", **{f"{g}|{k}": v for g, feeds in examples.items() for k, v in feeds.items()})
+    script, env = str(tmp_path / "run_graphs.py"), {**os.environ, "PYTHONPATH": REPO}
+    with open(script, "w") as f:
+        f.write(_RUN_GRAPHS)
+    runs = {}
+    for name, prefix in [("host", []), ("epyc-rome", [QEMU, "-cpu", "EPYC-Rome"])]:
+        out = str(tmp_path / f"{name}.npz")
+        proc = subprocess.run([*prefix, sys.executable, script, q, str(tmp_path / "in.npz"), out], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[name] = (proc.stdout.split(), dict(np.load(out)))
+    assert runs["epyc-rome"][0] == ["AVX2", "True", "AVX512VNNI", "False"]
+    host, emulated = runs["host"][1], runs["epyc-rome"][1]
+    assert set(host) == set(emulated) and len(host) == 7
+    for key in host:
+        assert np.abs(host[key] - emulated[key]).max() < 1e-5, key
+    report = verify(model, q, tolerance=None)
+    assert report.worst < 0.1, report.max_abs_diff
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
