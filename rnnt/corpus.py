@@ -82,6 +82,7 @@ class CorpusConfig:
     train_order: str = "forward"  # forward | backward: which end of the training jobs to synthesize first (dev and test always come first); the finished corpus is the same
     train_start: int = -1  # training sentence to synthesize first, going on in train_order and wrapping around; -1 = the list's start (forward) or end (backward)
     seed: int = 1234  # seeds the sentence split, voice choice and every per-utterance draw
+    voice_seed: int = -1  # -1: seed decides everything; N >= 0 redraws the training utterances' voice, rate, pitch and codec (same sentences, dev and test) for a second reading in a new out_dir
 
     def __post_init__(self) -> None:
         def check(cond: bool, msg: str) -> None:
@@ -113,6 +114,7 @@ class CorpusConfig:
         check(self.refresh_every >= 1, f"refresh_every must be >= 1, got {self.refresh_every}")
         check(self.train_order in ("forward", "backward"),
               f"train_order must be forward or backward, got {self.train_order!r}")
+        check(self.voice_seed >= -1, f"voice_seed must be -1 or >= 0, got {self.voice_seed}")
         check(-1 <= self.train_start < self.num_sentences,
               f"train_start must be -1 or a training sentence index below num_sentences, got {self.train_start}")
 
@@ -804,12 +806,16 @@ def split_voices(cfg: CorpusConfig, voices: list[Voice]) -> tuple[list[Voice], l
 
 def plan_jobs(cfg: CorpusConfig, voices: list[Voice], sentences: dict[str, list[Sentence]]) -> list[Job]:
     """Every utterance of the corpus, dev and test first, then training sentences in shuffled order,
-    each read by a voice drawn by weight (so any prefix is a mix of all voices)."""
+    each read by a voice drawn by weight (so any prefix is a mix of all voices). A ``voice_seed`` of 0 or
+    more redraws the training jobs' voice, rate, pitch, codec and seed, keeping their sentences and every
+    dev and test job."""
     train_voices, test_voices = split_voices(cfg, voices)
     pool, p = _voice_sampler(cfg, [v for v in train_voices if cfg.weights()[v.engine] > 0])
     rng = np.random.default_rng([cfg.seed, 2])
     jobs = []
     for split in ("dev", "test", "train"):
+        if split == "train" and cfg.voice_seed >= 0:
+            rng = np.random.default_rng([cfg.voice_seed, 3])
         for i, s in enumerate(sentences[split]):
             voice = test_voices[i % len(test_voices)] if split == "test" else pool[int(rng.choice(len(pool), p=p))]
             codec = _choice(rng, list(CODECS)) if rng.random() < cfg.codec_prob else ""
@@ -919,6 +925,9 @@ def prepare(cfg: CorpusConfig) -> list[Job]:
         if changed:
             raise ConfigError(f"{cfg.out_dir} was built with different {', '.join(changed)}; "
                               "use a new out_dir or the old values")
+        if old.get("voice_seed", -1) != cfg.voice_seed:  # corpora made before the flag existed have -1
+            raise ConfigError(f"{cfg.out_dir} was built with voice_seed={old.get('voice_seed', -1)}; "
+                              "a second reading of the sentences needs a new out_dir")
         sentences = read_sentences(cfg.out_dir)
     else:
         sentences = build_sentences(cfg)

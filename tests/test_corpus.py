@@ -40,7 +40,7 @@ def read_jsonl(path):
                                 dict(engine_weights="espeak=x"), dict(engine_weights="nope=1"),
                                 dict(dev_sentences=10, heldout_sentences=10), dict(sources="fortunes,web"),
                                 dict(workers=0), dict(codec_prob=1.5), dict(train_order="random"),
-                                dict(train_start=-2), dict(train_start=8)])
+                                dict(train_start=-2), dict(train_start=8), dict(voice_seed=-2)])
 def test_config_rejects_bad_values(kw):
     with pytest.raises(ConfigError):
         tiny_config("x", **kw)
@@ -241,6 +241,23 @@ def test_changed_text_settings_need_new_out_dir(tmp_path):
     corpus.prepare(cfg)
     with pytest.raises(ConfigError, match="new out_dir"):
         corpus.prepare(dataclasses.replace(cfg, num_sentences=4))
+
+
+@needs_tts
+def test_voice_seed_rereads_the_training_sentences_with_new_voices(tmp_path):
+    cfg = tiny_config(tmp_path / "a", num_sentences=24)
+    first = corpus.prepare(cfg)
+    again = corpus.prepare(dataclasses.replace(cfg, out_dir=str(tmp_path / "b"), voice_seed=7))
+    assert again == corpus.prepare(dataclasses.replace(cfg, out_dir=str(tmp_path / "b"), voice_seed=7))
+    held = [j for j in first if j.split != "train"]
+    assert held and held == [j for j in again if j.split != "train"]  # dev and test stay as they were
+    old = [j for j in first if j.split == "train"]
+    new = [j for j in again if j.split == "train"]
+    assert [(j.id, j.text) for j in old] == [(j.id, j.text) for j in new]
+    assert sum(a.voice != b.voice for a, b in zip(old, new)) >= 6  # 2 engines, ~100 voices: most change
+    assert all(a.rate != b.rate and a.seed != b.seed for a, b in zip(old, new))
+    with pytest.raises(ConfigError, match="voice_seed=7"):  # one out_dir holds one reading
+        corpus.prepare(dataclasses.replace(cfg, out_dir=str(tmp_path / "b")))
 
 
 @needs_tts
