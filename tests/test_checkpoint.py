@@ -82,3 +82,33 @@ def test_package_model_cli_drops_optimizer_and_training_heads(random_model, tmp_
     assert all(v.dtype == torch.float16 for v in ck.state_dict.values() if v.is_floating_point())
     model, _ = checkpoint.load_model(str(out))
     assert model.ctc_head is None and model.simple_am is None
+
+
+def test_package_model_cli_averages_checkpoints(random_model, tmp_path):
+    import dataclasses
+
+    from rnnt.transducer import build_model
+
+    _, ck = checkpoint.load_model(random_model)
+    torch.manual_seed(1)
+    other = build_model(ck.model_config)  # same shape, other weights
+    b = str(tmp_path / "b.pt")
+    checkpoint.save(b, dataclasses.replace(ck, state_dict=other.state_dict(), step=7))
+    out = tmp_path / "avg.pt"
+    proc = subprocess.run([sys.executable, "-m", "cli.package_model", f"--model={random_model}",
+                           f"--average_with={b}", "--nohalf", f"--out={out}"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    avg = checkpoint.load(str(out))
+    assert avg.step == ck.step and avg.extra["averaged_with"] == ["b.pt"]
+    mine = other.state_dict()  # differs from the first everywhere, so only the mean matches
+    for k, v in avg.state_dict.items():
+        want = (ck.state_dict[k] + mine[k]) / 2 if v.is_floating_point() else ck.state_dict[k]
+        assert torch.allclose(v, want, atol=1e-6), k
+
+    small = build_model(dataclasses.replace(ck.model_config, enc_hidden=32))
+    c = str(tmp_path / "c.pt")
+    checkpoint.save(c, dataclasses.replace(ck, model_config=small.cfg, state_dict=small.state_dict()))
+    proc = subprocess.run([sys.executable, "-m", "cli.package_model", f"--model={random_model}",
+                           f"--average_with={c}", f"--out={tmp_path / 'x.pt'}"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 1 and "another shape" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "x.pt").exists()
