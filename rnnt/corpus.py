@@ -915,19 +915,17 @@ def prepare(cfg: CorpusConfig) -> list[Job]:
     """Build (or reload) the sentences and plan every job; writes ``text/`` and ``config.json``."""
     os.makedirs(cfg.out_dir, exist_ok=True)
     meta_path = os.path.join(cfg.out_dir, "config.json")
-    text_keys = ("num_sentences", "heldout_sentences", "dev_sentences", "sources", "generated_share",
-                 "words_share", "min_words", "max_words", "seed")
-    meta = {k: getattr(cfg, k) for k in text_keys}
+    # The settings one out_dir is made with (the text, and which reading of it; voice_seed came later: -1 then)
+    fixed = {"num_sentences": None, "heldout_sentences": None, "dev_sentences": None, "sources": None,
+             "generated_share": None, "words_share": None, "min_words": None, "max_words": None, "seed": None,
+             "voice_seed": -1}
     if os.path.exists(meta_path):
         with open(meta_path, encoding="utf-8") as f:
             old = json.load(f)
-        changed = [k for k in text_keys if old.get(k) != meta[k]]
+        changed = [k for k, missing in fixed.items() if old.get(k, missing) != getattr(cfg, k)]
         if changed:
             raise ConfigError(f"{cfg.out_dir} was built with different {', '.join(changed)}; "
                               "use a new out_dir or the old values")
-        if old.get("voice_seed", -1) != cfg.voice_seed:  # corpora made before the flag existed have -1
-            raise ConfigError(f"{cfg.out_dir} was built with voice_seed={old.get('voice_seed', -1)}; "
-                              "a second reading of the sentences needs a new out_dir")
         sentences = read_sentences(cfg.out_dir)
     else:
         sentences = build_sentences(cfg)
