@@ -30,12 +30,11 @@ def main(argv: list[str]) -> int:
     from rnnt.transducer import is_training_only
 
     state = {k: v for k, v in ckpt.state_dict.items() if not is_training_only(k)}
-    if F.average_with:
-        state = average(state, ckpt, F.average_with)
-    inference_config = dataclasses.replace(ckpt.model_config, ctc_weight=0.0, prune_range=0)
     extra = {"source": os.path.basename(F.model), "dev": dev}
     if F.average_with:
+        state = average(state, ckpt, F.average_with)
         extra["averaged_with"] = [os.path.basename(p) for p in F.average_with]
+    inference_config = dataclasses.replace(ckpt.model_config, ctc_weight=0.0, prune_range=0)
     slim = dataclasses.replace(ckpt, optimizer=None, extra=extra, state_dict=state, model_config=inference_config)
     checkpoint.save(F.out, slim, half=F.half)
     averaged = f", averaged with {len(F.average_with)} more" if F.average_with else ""
