@@ -6,7 +6,6 @@ streams ``--capacity_threads`` threads sustain when the encoder runs all streams
 graphs are exported from ``--model`` into a temporary folder unless ``--onnx`` names an export folder.
 """
 
-import json
 import os
 import tempfile
 
@@ -14,7 +13,7 @@ import numpy as np
 from absl import flags as absl_flags
 
 from cli import flags
-from cli.common import model_path, run
+from cli.common import model_path, output_file, run, write_json
 from rnnt.audio import SAMPLE_RATE
 from rnnt.config import DecodingConfig, to_dict
 
@@ -71,6 +70,8 @@ def main(argv: list[str]) -> int:
     from rnnt.session import Recognizer
 
     F = flags.FLAGS
+    if F.json:
+        output_file(F.json, "json")
     decoding, machine, model = flags.config_from_flags(DecodingConfig), machine_info(), model_path(F.model)
     utts = (load_utterances([(e.audio, e.text) for e in read_manifest(F.manifest).entries], F.limit)
             if F.manifest else espeak_utterances())
@@ -85,9 +86,8 @@ def main(argv: list[str]) -> int:
     rows = summarize(runs, [u.text for u in utts])
     print(_table(rows, capacity))
     if F.json:
-        with open(F.json, "w", encoding="utf-8") as f:
-            json.dump({"model": model, "manifest": F.manifest or "espeak-ng sentences", "machine": machine,
-                       "decoding": to_dict(decoding), "runs": rows, "capacity": capacity}, f, indent=1)
+        write_json(F.json, {"model": model, "manifest": F.manifest or "espeak-ng sentences", "machine": machine,
+                            "decoding": to_dict(decoding), "runs": rows, "capacity": capacity}, "json")
     return 0
 
 

@@ -33,6 +33,40 @@ def required_checkpoint(path: str, what: str):
     return checkpoint.load(path)
 
 
+def output_file(path: str, flag: str) -> str:
+    """Check before any long work that ``--flag path`` can be written, making its folder; a one-line
+    error names the flag. An existing file is left as it is until ``write_json`` replaces it."""
+    from rnnt.errors import ConfigError
+
+    try:
+        parent = os.path.dirname(os.path.abspath(path))
+        os.makedirs(parent, exist_ok=True)
+        if os.path.isdir(path) or not os.access(path if os.path.exists(path) else parent, os.W_OK):
+            raise PermissionError(13, "not a writable file")
+    except FileExistsError as e:  # makedirs met a file where a folder of the path should be
+        raise ConfigError(f"cannot write --{flag} {path}: a file is in the way of its folder") from e
+    except OSError as e:
+        raise ConfigError(f"cannot write --{flag} {path}: {e.strerror}") from e
+    return path
+
+
+def write_json(path: str, obj, flag: str) -> None:
+    """Write ``obj`` as JSON to ``path`` whole or not at all (a temporary file, then a rename)."""
+    import json
+
+    from rnnt.errors import ConfigError
+
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=1)
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise ConfigError(f"cannot write --{flag} {path}: {e.strerror}") from e
+
+
 def _guarded(main: Callable[[list[str]], int | None]) -> Callable[[list[str]], None]:
     def wrapper(argv: list[str]) -> None:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)

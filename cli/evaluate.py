@@ -4,12 +4,10 @@ Prints WER (substitutions, deletions, insertions), CER and the real-time factor 
 decoding; ``--json`` writes ``{"wer", "rtf", "utterances": [{"audio", "ref", "hyp"}], ...}``.
 """
 
-import json
-
 from absl import flags as absl_flags
 
 from cli import flags
-from cli.common import model_path, run
+from cli.common import model_path, output_file, run, write_json
 from rnnt.config import DecodingConfig
 
 absl_flags.DEFINE_string("manifest", None, "JSONL manifest to score (audio, text)")
@@ -26,6 +24,8 @@ def main(argv: list[str]) -> int:
     from rnnt.inference import load_recognizer
 
     F = flags.FLAGS
+    if F.json:
+        output_file(F.json, "json")
     rec = load_recognizer(model_path(F.model, F.backend), F.backend, F.threads, flags.config_from_flags(DecodingConfig))
     with tqdm(desc="evaluate", unit="utt", disable=None) as bar:
         res = evaluate_manifest(rec, F.manifest, F.limit, lambda i, n: (setattr(bar, "total", n), bar.update(1)))
@@ -35,8 +35,7 @@ def main(argv: list[str]) -> int:
     for f in res.failed:
         print(f"failed: {f}")
     if F.json:
-        with open(F.json, "w", encoding="utf-8") as f:
-            json.dump(res.to_json(), f, indent=1)
+        write_json(F.json, res.to_json(), "json")
     return 0
 
 
