@@ -33,37 +33,37 @@ def required_checkpoint(path: str, what: str):
     return checkpoint.load(path)
 
 
-def output_file(path: str, flag: str) -> str:
+def output_file(path: str, flag: str) -> None:
     """Check before any long work that ``--flag path`` can be written, making its folder; a one-line
     error names the flag. An existing file is left as it is until ``write_json`` replaces it."""
     from rnnt.errors import ConfigError
 
+    def refused(why: str) -> ConfigError:
+        return ConfigError(f"cannot write --{flag} {path}: {why}")
+
+    parent = os.path.dirname(os.path.abspath(path))
     try:
-        parent = os.path.dirname(os.path.abspath(path))
         os.makedirs(parent, exist_ok=True)
-        if os.path.isdir(path) or not os.access(path if os.path.exists(path) else parent, os.W_OK):
-            raise PermissionError(13, "not a writable file")
-    except FileExistsError as e:  # makedirs met a file where a folder of the path should be
-        raise ConfigError(f"cannot write --{flag} {path}: a file is in the way of its folder") from e
+    except FileExistsError as e:  # a file where a folder of the path should be
+        raise refused("a file is in the way of its folder") from e
     except OSError as e:
-        raise ConfigError(f"cannot write --{flag} {path}: {e.strerror}") from e
-    return path
+        raise refused(e.strerror) from e
+    if os.path.isdir(path):
+        raise refused("it is a folder")
+    if not os.access(path if os.path.exists(path) else parent, os.W_OK):
+        raise refused("permission denied")
 
 
 def write_json(path: str, obj, flag: str) -> None:
-    """Write ``obj`` as JSON to ``path`` whole or not at all (a temporary file, then a rename)."""
+    """Write ``obj`` as JSON to ``path`` whole or not at all; a one-line error names the flag."""
     import json
 
     from rnnt.errors import ConfigError
+    from rnnt.manifest import write_text_atomically
 
-    tmp = f"{path}.tmp{os.getpid()}"
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1)
-        os.replace(tmp, path)
+        write_text_atomically(path, json.dumps(obj, indent=1))
     except OSError as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
         raise ConfigError(f"cannot write --{flag} {path}: {e.strerror}") from e
 
 

@@ -50,6 +50,7 @@ import numpy as np
 
 from rnnt.audio import SAMPLE_RATE, ffmpeg_binary, float32_to_int16, int16_to_float32, resample
 from rnnt.errors import AudioError, ConfigError, DataError, RnntError
+from rnnt.manifest import write_text_atomically
 from rnnt.text import int_to_words, normalize
 
 log = logging.getLogger(__name__)
@@ -456,7 +457,7 @@ def write_sentences(sentences: dict[str, list[Sentence]], out_dir: str) -> None:
     """``out_dir/text/<split>.tsv`` with columns raw, spoken, text."""
     os.makedirs(os.path.join(out_dir, "text"), exist_ok=True)
     for split, items in sentences.items():
-        _atomic_write(os.path.join(out_dir, "text", f"{split}.tsv"),
+        write_text_atomically(os.path.join(out_dir, "text", f"{split}.tsv"),
                       "".join(f"{s.raw}\t{s.spoken}\t{s.text}\n" for s in items))
 
 
@@ -466,13 +467,6 @@ def read_sentences(out_dir: str) -> dict[str, list[Sentence]]:
         with open(os.path.join(out_dir, "text", f"{split}.tsv"), encoding="utf-8") as f:
             out[split] = [Sentence(*line.rstrip("\n").split("\t")) for line in f if line.strip()]
     return out
-
-
-def _atomic_write(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -905,7 +899,7 @@ class RecordStore:
             if rec is not None:
                 lines[rec["split"]].append(json.dumps({k: rec[k] for k in ("audio", "text", "duration", "voice")}))
         for split, items in lines.items():
-            _atomic_write(os.path.join(self.out_dir, f"{split}.jsonl"), "".join(x + "\n" for x in items))
+            write_text_atomically(os.path.join(self.out_dir, f"{split}.jsonl"), "".join(x + "\n" for x in items))
 
     def hours(self, split: str = "train") -> float:
         return sum(r["duration"] for r in self.records.values() if r["split"] == split) / 3600
@@ -930,7 +924,7 @@ def prepare(cfg: CorpusConfig) -> list[Job]:
     else:
         sentences = build_sentences(cfg)
         write_sentences(sentences, cfg.out_dir)
-        _atomic_write(meta_path, json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
+        write_text_atomically(meta_path, json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
     log.info("sentences: %s", {k: len(v) for k, v in sentences.items()})
     voices = available_voices(cfg)
     log.info("voices: %d (%s)", len(voices), ", ".join(f"{e}={sum(v.engine == e for v in voices)}" for e in ENGINES))

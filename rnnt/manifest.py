@@ -62,6 +62,18 @@ def read_manifest(path: str, measure: bool = False) -> ManifestReport:
     return ManifestReport(entries, bad, examples)
 
 
+def write_text_atomically(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all: a temporary file beside it, then a rename."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def write_manifest(path: str, entries: Iterable[Entry]) -> int:
     """Write ``entries`` as JSON lines (atomically); returns the count.
 
