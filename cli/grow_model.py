@@ -3,7 +3,7 @@
 ``python -m cli.grow_model --model models/en_small/model.pt --add_layers=2 --out exp/grown/model.pt``
 
 The grown file transcribes exactly like the old one (each new block starts as the identity; see
-``rnnt/grow.py``). Train it with ``cli.train --init`` and the grown depth, e.g. ``--enc_layers=6``.
+``rnnt/grow.py``). Train it with ``cli.train --init`` and the grown depth, e.g. ``--enc_layers=8``.
 """
 
 import os
