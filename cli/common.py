@@ -23,16 +23,6 @@ def model_path(flag_value: str, backend: str = "torch") -> str:
     return DEFAULT_ONNX if backend == "onnx" else DEFAULT_MODEL
 
 
-def required_checkpoint(path: str, what: str):
-    """Load the checkpoint a command was given with ``--model``; a one-line error names ``what`` it must be."""
-    from rnnt import checkpoint
-    from rnnt.errors import ConfigError
-
-    if not path:
-        raise ConfigError(f"--model is required: {what}")
-    return checkpoint.load(path)
-
-
 def output_file(path: str, flag: str) -> None:
     """Check before any long work that ``--flag path`` can be written, making its folder; a one-line
     error names the flag. An existing file is left as it is until ``write_json`` replaces it."""

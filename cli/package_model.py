@@ -12,7 +12,7 @@ import os
 from absl import flags as absl_flags
 
 from cli import flags
-from cli.common import required_checkpoint, run
+from cli.common import model_path, run
 from rnnt import checkpoint
 
 absl_flags.DEFINE_string("out", None, "where to write the packaged model (.pt)")
@@ -25,12 +25,13 @@ absl_flags.mark_flag_as_required("out")
 
 def main(argv: list[str]) -> int:
     F = flags.FLAGS
-    ckpt = required_checkpoint(F.model, "the training checkpoint to package")
+    path = model_path(F.model)  # no --model: the shipped model (e.g. to average it with a checkpoint)
+    ckpt = checkpoint.load(path)
     dev = ckpt.extra.get("dev", {}) if isinstance(ckpt.extra, dict) else {}
     from rnnt.transducer import is_training_only
 
     state = {k: v for k, v in ckpt.state_dict.items() if not is_training_only(k)}
-    extra = {"source": os.path.basename(F.model), "dev": dev}
+    extra = {"source": os.path.basename(path), "dev": dev}
     if F.average_with:
         state = average(state, ckpt, F.average_with)
         extra["averaged_with"] = [os.path.basename(p) for p in F.average_with]

@@ -83,3 +83,16 @@ def test_grow_model_cli_writes_a_model_that_transcribes_like_the_old(random_mode
     bad = subprocess.run([sys.executable, "-m", "cli.grow_model", f"--model={random_model}", "--position=9",
                           f"--out={tmp_path / 'x.pt'}"], cwd=REPO, capture_output=True, text=True)
     assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith("error: position must be")
+
+
+def test_grow_model_cli_without_model_grows_the_shipped_one(tmp_path):
+    from cli.common import DEFAULT_MODEL
+
+    out = tmp_path / "grown.pt"
+    proc = subprocess.run([sys.executable, "-m", "cli.grow_model", "--add_layers=1", f"--out={out}"],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    shipped = checkpoint.load(DEFAULT_MODEL)
+    grown = checkpoint.load(str(out))
+    assert grown.model_config.enc_layers == shipped.model_config.enc_layers + 1
+    assert grown.extra["grown"]["from_layers"] == shipped.model_config.enc_layers
