@@ -1,7 +1,7 @@
 """Export a checkpoint to ONNX: ``python -m export.export_onnx [--model M] --out DIR [--int8] [--manifest M]``.
 
 Writes ``encoder.onnx``, ``decoder.onnx`` (the predictor), ``joint.onnx``, ``tokenizer.model`` and
-``config.json`` to ``--out``, checks them with ``onnx.checker`` and compares onnxruntime with torch on
+``config.json`` to ``--out`` (weights that fp16 holds exactly, as in a packaged model, stored as fp16), checks them with ``onnx.checker`` and compares onnxruntime with torch on
 random inputs. ``--int8`` adds a dynamically quantized copy in ``--out/int8``; with ``--manifest`` the
 WER of torch, onnxruntime fp32 and int8 on it is printed side by side.
 """
@@ -19,6 +19,9 @@ absl_flags.DEFINE_bool("int8", False, "also write a dynamically quantized int8 c
 absl_flags.DEFINE_list("int8_ops", ["MatMul", "Gemm", "LSTM"], "ONNX op types whose weights --int8 quantizes "
                        "(MatMul,Gemm keeps the LSTMs in float)")
 absl_flags.DEFINE_integer("opset", 18, "ONNX opset version")
+absl_flags.DEFINE_enum("weights", "auto", ["auto", "fp32"], "auto: store the weights that fp16 holds exactly "
+                       "(all of a packaged model's) as fp16, half the file size and the same outputs; "
+                       "fp32: keep every weight in float32")
 absl_flags.DEFINE_string("manifest", "", "JSONL manifest to compare the WER of torch, onnx fp32 (and int8) on")
 absl_flags.DEFINE_integer("limit", 0, "use only the first N utterances of --manifest (0 = all)")
 flags.define(DecodingConfig, extra=("model",), only=["chunk_frames"])
@@ -32,9 +35,9 @@ def main(argv: list[str]) -> int:
     F = flags.FLAGS
     path = model_path(F.model, "torch")
     model, ckpt = load_model(path)
-    export_onnx(model, ckpt.feature_config, ckpt.tokenizer, F.out, F.chunk_frames, F.opset,
-                source={"checkpoint": os.path.abspath(path), "step": ckpt.step})
-    print(f"exported {F.out} (opset {F.opset}); onnx.checker passed; "
+    cfg = export_onnx(model, ckpt.feature_config, ckpt.tokenizer, F.out, F.chunk_frames, F.opset,
+                      source={"checkpoint": os.path.abspath(path), "step": ckpt.step}, weights=F.weights)
+    print(f"exported {F.out} (opset {F.opset}, {cfg['weights']} weights); onnx.checker passed; "
           f"max |onnxruntime - torch| on random inputs: {verify(model, F.out).worst:.2e}")
     folders = {"onnx fp32": F.out}
     if F.int8:

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 
@@ -115,12 +116,71 @@ def _graphs(model: Transducer) -> dict[str, tuple[nn.Module, tuple[str, ...], tu
     }
 
 
+# Float initializers with at least this many elements are stored as fp16 when that is exact (see store_fp16).
+FP16_MIN_ELEMENTS = 1024
+FP16_SUFFIX = "__fp16"
+
+
+def store_fp16(path: str, min_elements: int = FP16_MIN_ELEMENTS) -> int:
+    """Store each float32 initializer of ``path`` that fp16 holds exactly (a model packaged with fp16 weights)
+    as fp16, read back through a ``Cast`` to float32: the file shrinks by about half and every number the
+    graph computes stays the same (onnxruntime folds the casts when it loads the graph). Returns how many
+    initializers moved; ``restore_fp32`` undoes it."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    m = onnx.load(path)
+    g = m.graph
+    graph_inputs = {i.name for i in g.input}
+    casts, kept, moved = [], [], 0
+    for init in g.initializer:
+        arr = numpy_helper.to_array(init) if init.data_type == TensorProto.FLOAT else None
+        if (arr is None or arr.size < min_elements or init.name in graph_inputs
+                or not np.array_equal(arr.astype(np.float16).astype(np.float32), arr)):
+            kept.append(init)
+            continue
+        kept.append(numpy_helper.from_array(arr.astype(np.float16), init.name + FP16_SUFFIX))
+        casts.append(helper.make_node("Cast", [init.name + FP16_SUFFIX], [init.name], to=TensorProto.FLOAT,
+                                      name=init.name + "_to_fp32"))
+        moved += 1
+    if moved:
+        del g.initializer[:]
+        g.initializer.extend(kept)
+        nodes = casts + list(g.node)
+        del g.node[:]
+        g.node.extend(nodes)
+        onnx.save(m, path)
+    return moved
+
+
+def restore_fp32(src: str, dst: str) -> None:
+    """Write ``src`` to ``dst`` with the initializers ``store_fp16`` moved back to float32 and their casts
+    gone, e.g. for a tool (the int8 quantizer) that looks for weights as plain float initializers."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(src)
+    g = m.graph
+    half = {i.name: i for i in g.initializer if i.name.endswith(FP16_SUFFIX)}
+    casts = [n for n in g.node if n.op_type == "Cast" and len(n.input) == 1 and n.input[0] in half]
+    inits = [i for i in g.initializer if i.name not in half]
+    inits += [numpy_helper.from_array(numpy_helper.to_array(half[n.input[0]]).astype(np.float32), n.output[0])
+              for n in casts]
+    nodes = [n for n in g.node if not (n.op_type == "Cast" and len(n.input) == 1 and n.input[0] in half)]
+    del g.initializer[:]
+    g.initializer.extend(inits)
+    del g.node[:]
+    g.node.extend(nodes)
+    onnx.save(m, dst)
+
+
 def _metadata(folder_cfg: dict, graph: str) -> dict[str, str]:
     """Everything inference needs, as ONNX ``metadata_props`` strings (icefall style)."""
     mc, fc = folder_cfg["model_config"], folder_cfg["feature_config"]
     meta = {"model_type": "rnnt-lstm-transducer", "format": FORMAT, "version": str(VERSION), "graph": graph,
             "model_config": json.dumps(mc, sort_keys=True), "feature_config": json.dumps(fc, sort_keys=True),
-            "quantization": folder_cfg["quantization"], "chunk_frames": str(folder_cfg["chunk_frames"]),
+            "quantization": folder_cfg["quantization"], "weights": folder_cfg.get("weights", "fp32"),
+            "chunk_frames": str(folder_cfg["chunk_frames"]),
             "frame_shift_ms": str(1000 * mc["stack"] * fc["hop_length"] / fc["sample_rate"]),
             "tokenizer_sha1": folder_cfg["tokenizer_sha1"], "blank_id": "0"}
     for k in ("vocab_size", "n_mels", "stack", "enc_layers", "enc_hidden", "pred_layers", "pred_hidden", "joint_dim"):
@@ -155,12 +215,16 @@ def _write_folder_config(out_dir: str, cfg: dict) -> None:
 
 def export_onnx(model: Transducer, feature_config: FeatureConfig, tokenizer: Tokenizer, out_dir: str,
                 chunk_frames: int = DecodingConfig().chunk_frames, opset: int = OPSET,
-                source: dict | None = None) -> dict:
+                source: dict | None = None, weights: str = "auto") -> dict:
     """Write the three graphs, the tokenizer and ``config.json`` to ``out_dir``; check each graph.
 
     Returns the folder config (also written as ``config.json``). ``source`` (e.g. checkpoint path and
-    step) is recorded in it.
+    step) is recorded in it. ``weights="auto"`` stores the weights fp16 holds exactly in fp16 (all of them
+    for a model packaged by ``cli.package_model``; none for a training checkpoint), which changes no output;
+    ``"fp32"`` keeps every weight in float32. The config's ``weights`` says "fp16" when any moved.
     """
+    if weights not in ("auto", "fp32"):
+        raise ExportError(f"weights must be auto or fp32, got {weights!r}")
     model = model.float().cpu().eval()
     os.makedirs(out_dir, exist_ok=True)
     folder_cfg = {"format": FORMAT, "version": VERSION, "model_config": to_dict(model.cfg),
@@ -178,6 +242,11 @@ def export_onnx(model: Transducer, feature_config: FeatureConfig, tokenizer: Tok
                                   dynamic_axes=axes, opset_version=opset, dynamo=False)
             except Exception as e:
                 raise ExportError(f"torch.onnx.export failed for the {name} graph: {type(e).__name__}: {e}") from e
+        if weights == "auto" and store_fp16(path):
+            folder_cfg["weights"] = "fp16"
+    folder_cfg.setdefault("weights", "fp32")
+    for name in GRAPH_FILES:  # after every graph, so each one's metadata says the folder's weights
+        path = os.path.join(out_dir, GRAPH_FILES[name])
         add_metadata(path, _metadata(folder_cfg, name))
         _check(path)
     with open(os.path.join(out_dir, TOKENIZER_FILE), "wb") as f:
@@ -204,12 +273,19 @@ def quantize_int8(fp32_dir: str, out_dir: str | None = None, op_types: tuple[str
         cfg = json.load(f)
     cfg["quantization"] = "int8-dynamic"
     cfg["int8_weight_bits"] = 7 if reduce_range else 8
+    fp16 = cfg.get("weights", "fp32") == "fp16"
+    cfg["weights"] = "fp32"  # what int8 leaves in float (LayerNorm, embedding) is small
     for name, file in cfg["files"].items():
         src, dst = os.path.join(fp32_dir, file), os.path.join(out_dir, file)
         logging.disable(logging.WARNING)  # the quantizer logs every tensor it leaves alone to the root logger
         try:
-            quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=list(op_types),
-                             reduce_range=reduce_range)
+            with tempfile.TemporaryDirectory() as tmp:
+                plain = src
+                if fp16:  # the quantizer finds weights only as float32 initializers
+                    plain = os.path.join(tmp, file)
+                    restore_fp32(src, plain)
+                quantize_dynamic(plain, dst, weight_type=QuantType.QInt8, op_types_to_quantize=list(op_types),
+                                 reduce_range=reduce_range)
         except Exception as e:
             raise ExportError(f"int8 quantization of {src} failed: {type(e).__name__}: {e}") from e
         finally:

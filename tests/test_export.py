@@ -83,6 +83,52 @@ def test_int8_folder_is_complete_and_close(random_model, tmp_path):
     assert verify(model, q, tolerance=None).worst < 0.1
 
 
+def _run_all(folder: str, examples: dict) -> dict:
+    import onnxruntime as ort
+
+    out = {}
+    for graph, file in GRAPH_FILES.items():
+        sess = ort.InferenceSession(os.path.join(folder, file), providers=["CPUExecutionProvider"])
+        names = [o.name for o in sess.get_outputs()]
+        out.update({f"{graph}.{n}": v for n, v in zip(names, sess.run(names, examples[graph]))})
+    return out
+
+
+def test_fp16_weights_halve_a_packaged_model_and_change_no_output(random_model, tmp_path):
+    from rnnt import checkpoint
+
+    from export.onnx_export import restore_fp32
+
+    packaged = str(tmp_path / "packaged.pt")  # fp16 weights, as cli.package_model writes
+    checkpoint.save(packaged, checkpoint.load(random_model), half=True)
+    model, ckpt = load_model(packaged)
+    auto, plain = tmp_path / "auto", tmp_path / "plain"
+    assert export_onnx(model, ckpt.feature_config, ckpt.tokenizer, str(auto))["weights"] == "fp16"
+    assert export_onnx(model, ckpt.feature_config, ckpt.tokenizer, str(plain), weights="fp32")["weights"] == "fp32"
+    enc = GRAPH_FILES["encoder"]
+    assert os.path.getsize(auto / enc) < 0.6 * os.path.getsize(plain / enc)
+    meta = {p.key: p.value for p in onnx.load(str(auto / enc)).metadata_props}
+    assert meta["weights"] == "fp16" and json.load(open(auto / CONFIG_FILE))["weights"] == "fp16"
+    examples = _example_inputs(model, 2, 5 * model.cfg.stack, np.random.default_rng(3))
+    got, want = _run_all(str(auto), examples), _run_all(str(plain), examples)
+    assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in want)
+    assert verify(model, str(auto)).worst < 1e-4
+    # restore_fp32 gives back the plain graph's weights, and int8 from either folder computes the same
+    restore_fp32(str(auto / enc), str(tmp_path / "restored.onnx"))
+    weights = lambda p: {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(p).graph.initializer}  # noqa: E731
+    restored, original = weights(str(tmp_path / "restored.onnx")), weights(str(plain / enc))
+    assert restored.keys() == original.keys() and all(np.array_equal(restored[k], original[k]) for k in original)
+    q_auto, q_plain = quantize_int8(str(auto)), quantize_int8(str(plain))
+    got, want = _run_all(q_auto, examples), _run_all(q_plain, examples)
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+    assert json.load(open(os.path.join(q_auto, CONFIG_FILE)))["weights"] == "fp32"
+    # a training checkpoint (fp32 weights that fp16 does not hold) keeps them all in float32
+    model32, ck32 = load_model(random_model)
+    assert export_onnx(model32, ck32.feature_config, ck32.tokenizer, str(tmp_path / "t"))["weights"] == "fp32"
+    with pytest.raises(ExportError, match="weights must be"):
+        export_onnx(model32, ck32.feature_config, ck32.tokenizer, str(tmp_path / "u"), weights="fp8")
+
+
 # Runs the three graphs of an export folder on saved inputs ("graph|input" in an .npz) and saves their
 # outputs ("graph|output"), with the CPU features numpy detected.
 _RUN_GRAPHS = """
