@@ -1,9 +1,10 @@
 """Export a checkpoint to ONNX: ``python -m export.export_onnx [--model M] --out DIR [--int8] [--manifest M]``.
 
 Writes ``encoder.onnx``, ``decoder.onnx`` (the predictor), ``joint.onnx``, ``tokenizer.model`` and
-``config.json`` to ``--out`` (weights that fp16 holds exactly, as in a packaged model, stored as fp16), checks them with ``onnx.checker`` and compares onnxruntime with torch on
-random inputs. ``--int8`` adds a dynamically quantized copy in ``--out/int8``; with ``--manifest`` the
-WER of torch, onnxruntime fp32 and int8 on it is printed side by side.
+``config.json`` to ``--out`` (the weights fp16 holds exactly, as a packaged model's, stored as fp16),
+checks them with ``onnx.checker`` and compares onnxruntime with torch on random inputs. ``--int8`` adds a
+dynamically quantized copy in ``--out/int8``; with ``--manifest`` the WER of torch, onnxruntime fp32 and
+int8 on it is printed side by side.
 """
 
 import os

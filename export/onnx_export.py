@@ -162,11 +162,11 @@ def restore_fp32(src: str, dst: str) -> None:
     m = onnx.load(src)
     g = m.graph
     half = {i.name: i for i in g.initializer if i.name.endswith(FP16_SUFFIX)}
-    casts = [n for n in g.node if n.op_type == "Cast" and len(n.input) == 1 and n.input[0] in half]
+    is_cast = [n.op_type == "Cast" and len(n.input) == 1 and n.input[0] in half for n in g.node]
     inits = [i for i in g.initializer if i.name not in half]
     inits += [numpy_helper.from_array(numpy_helper.to_array(half[n.input[0]]).astype(np.float32), n.output[0])
-              for n in casts]
-    nodes = [n for n in g.node if not (n.op_type == "Cast" and len(n.input) == 1 and n.input[0] in half)]
+              for n, cast in zip(g.node, is_cast) if cast]
+    nodes = [n for n, cast in zip(g.node, is_cast) if not cast]
     del g.initializer[:]
     g.initializer.extend(inits)
     del g.node[:]
