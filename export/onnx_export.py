@@ -132,7 +132,7 @@ def store_fp16(path: str, min_elements: int = FP16_MIN_ELEMENTS) -> int:
     m = onnx.load(path)
     g = m.graph
     graph_inputs = {i.name for i in g.input}
-    casts, kept, moved = [], [], 0
+    casts, kept = [], []
     for init in g.initializer:
         arr = numpy_helper.to_array(init) if init.data_type == TensorProto.FLOAT else None
         if (arr is None or arr.size < min_elements or init.name in graph_inputs
@@ -142,15 +142,14 @@ def store_fp16(path: str, min_elements: int = FP16_MIN_ELEMENTS) -> int:
         kept.append(numpy_helper.from_array(arr.astype(np.float16), init.name + FP16_SUFFIX))
         casts.append(helper.make_node("Cast", [init.name + FP16_SUFFIX], [init.name], to=TensorProto.FLOAT,
                                       name=init.name + "_to_fp32"))
-        moved += 1
-    if moved:
+    if casts:
         del g.initializer[:]
         g.initializer.extend(kept)
         nodes = casts + list(g.node)
         del g.node[:]
         g.node.extend(nodes)
         onnx.save(m, path)
-    return moved
+    return len(casts)
 
 
 def restore_fp32(src: str, dst: str) -> None:
@@ -232,6 +231,7 @@ def export_onnx(model: Transducer, feature_config: FeatureConfig, tokenizer: Tok
                   "opset": opset, "files": dict(GRAPH_FILES), "tokenizer": TOKENIZER_FILE,
                   "tokenizer_sha1": tokenizer.sha1, "source": source or {}}
     examples = _example_inputs(model, 1, 2 * chunk_frames * model.cfg.stack, np.random.default_rng(0))
+    moved = 0  # initializers store_fp16 moved, over the three graphs
     for name, (wrapper, inputs, outputs, axes) in _graphs(model).items():
         path = os.path.join(out_dir, GRAPH_FILES[name])
         args = tuple(torch.from_numpy(examples[name][k]) for k in inputs)
@@ -242,9 +242,8 @@ def export_onnx(model: Transducer, feature_config: FeatureConfig, tokenizer: Tok
                                   dynamic_axes=axes, opset_version=opset, dynamo=False)
             except Exception as e:
                 raise ExportError(f"torch.onnx.export failed for the {name} graph: {type(e).__name__}: {e}") from e
-        if weights == "auto" and store_fp16(path):
-            folder_cfg["weights"] = "fp16"
-    folder_cfg.setdefault("weights", "fp32")
+        moved += store_fp16(path) if weights == "auto" else 0
+    folder_cfg["weights"] = "fp16" if moved else "fp32"
     for name in GRAPH_FILES:  # after every graph, so each one's metadata says the folder's weights
         path = os.path.join(out_dir, GRAPH_FILES[name])
         add_metadata(path, _metadata(folder_cfg, name))
