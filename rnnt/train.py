@@ -158,10 +158,31 @@ def check_in_sync(model: torch.nn.Module, dist: DistInfo, device: torch.device) 
 # ---------------------------------------------------------------------------------------------- one update
 
 
-def spec_augment(feats: torch.Tensor, lengths: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
-    """Frequency and time masks (filled with each row's mean) plus a random mel-axis warp (VTLP).
+_EQ_TERMS = 4  # cosines in a random equalizer curve (4: up to about two peaks across the band)
+_NATS_PER_DB = math.log(10) / 10  # a power ratio of 1 dB in natural-log units
 
-    feats (B, T_in, F) -> (B, T_in, F); the input is not modified.
+
+def eq_curves(b: int, f: int, max_db: float, gen: torch.Generator) -> torch.Tensor:
+    """(B, F) random smooth gain curves in natural-log power units, one per utterance, each with its peak
+    absolute value drawn uniformly from [0, ``max_db``] dB. Higher cosines get smaller amplitudes (1/k)."""
+    k = torch.arange(1, _EQ_TERMS + 1, dtype=torch.float32)  # (K,)
+    basis = torch.cos(math.pi * k[:, None] * (torch.arange(f, dtype=torch.float32)[None, :] + 0.5) / f)  # (K, F)
+    amp = (torch.rand(b, _EQ_TERMS, generator=gen) * 2 - 1) / k  # (B, K)
+    curve = amp @ basis  # (B, F)
+    peak = curve.abs().amax(dim=1, keepdim=True).clamp_min(1e-6)  # (B, 1)
+    return curve / peak * (torch.rand(b, 1, generator=gen) * max_db * _NATS_PER_DB)
+
+
+def spec_augment(feats: torch.Tensor, lengths: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """A random mel-axis warp (VTLP), a random smooth equalizer, then frequency and time masks (filled
+    with each row's mean).
+
+    The equalizer adds to every frame of an utterance one curve over the mel axis, a sum of the first
+    ``_EQ_TERMS`` cosines with random amplitudes, scaled so that its largest gain or cut is drawn from
+    [0, ``spec_eq_db``] dB: a new spectral tilt and timbre per utterance, as a different voice, microphone
+    or room colours the spectrum. It is constant in time, so the model learns to ignore it.
+
+    feats (B, T_in, F) -> (B, T_in, F) log-mel (natural log of power); the input is not modified.
     """
     x = feats.clone()
     b, t_max, f = x.shape
@@ -173,6 +194,8 @@ def spec_augment(feats: torch.Tensor, lengths: torch.Tensor, cfg: AugmentConfig,
         w = (src - lo.float())[:, None, :].to(x.dtype)
         x = torch.gather(x, 2, lo[:, None, :].expand(b, t_max, f)) * (1 - w) + \
             torch.gather(x, 2, hi[:, None, :].expand(b, t_max, f)) * w
+    if cfg.spec_eq_db > 0:
+        x = x + eq_curves(b, f, cfg.spec_eq_db, gen).to(x.dtype)[:, None, :]
     fill = x.mean(dim=(1, 2), keepdim=True)  # (B, 1, 1)
     for i in range(b):
         n = int(lengths[i])

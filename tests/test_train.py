@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 
@@ -221,6 +222,23 @@ def test_spec_augment_masks_without_touching_its_input():
     plain = spec_augment(feats, lengths, AugmentConfig(vtlp=0, spec_freq_masks=0, spec_time_masks=0),
                          torch.Generator().manual_seed(0))
     assert torch.equal(plain, feats)
+
+
+def test_spec_eq_adds_one_bounded_smooth_curve_per_utterance():
+    feats = torch.randn(4, 120, 80)
+    lengths = torch.tensor([120, 100, 80, 60])
+    cfg = AugmentConfig(vtlp=0, spec_freq_masks=0, spec_time_masks=0, spec_eq_db=10.0)
+    out = spec_augment(feats, lengths, cfg, torch.Generator().manual_seed(3))
+    diff = out - feats  # (B, T, F)
+    curve = diff[:, :1, :]
+    assert torch.allclose(diff, curve.expand_as(diff), atol=1e-5)  # the same gain in every frame
+    peak_db = curve.abs().amax(dim=(1, 2)) / (math.log(10) / 10)
+    assert bool((peak_db <= 10.0 + 1e-3).all()) and float(peak_db.max()) > 1.0
+    assert len({round(float(p), 3) for p in peak_db}) == 4  # each utterance draws its own curve
+    steps = (curve[:, 0, 1:] - curve[:, 0, :-1]).abs().amax()
+    assert float(steps) < float(curve.abs().amax()) / 4  # smooth: no jumps between neighbouring bins
+    assert torch.equal(spec_augment(feats, lengths, AugmentConfig(vtlp=0, spec_freq_masks=0, spec_time_masks=0),
+                                    torch.Generator().manual_seed(3)), feats)
 
 
 def test_init_from_a_model_of_another_shape_is_a_one_line_error(tiny_corpus, random_model, tmp_path):
