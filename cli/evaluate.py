@@ -2,6 +2,8 @@
 
 Prints WER (substitutions, deletions, insertions), CER and the real-time factor of streaming greedy
 decoding; ``--json`` writes ``{"wer", "rtf", "utterances": [{"audio", "ref", "hyp"}], ...}``.
+``--group_by=voice`` also scores each value of that manifest field apart (a line per voice, and
+``"groups"`` in the JSON).
 """
 
 from absl import flags as absl_flags
@@ -13,6 +15,8 @@ from rnnt.config import DecodingConfig
 absl_flags.DEFINE_string("manifest", None, "JSONL manifest to score (audio, text)")
 absl_flags.DEFINE_string("json", "", "write the full result (per-utterance hypotheses) to this file")
 absl_flags.DEFINE_integer("limit", 0, "score only the first N utterances (0 = all)")
+absl_flags.DEFINE_string("group_by", "", "also score each value of this manifest field apart, e.g. voice "
+                         "(the synthetic corpus's manifests name each line's voice)")
 flags.define(DecodingConfig, extra=("model", "backend", "threads"))
 absl_flags.mark_flag_as_required("manifest")
 
@@ -28,10 +32,14 @@ def main(argv: list[str]) -> int:
         output_file(F.json, "json")
     rec = load_recognizer(model_path(F.model, F.backend), F.backend, F.threads, flags.config_from_flags(DecodingConfig))
     with tqdm(desc="evaluate", unit="utt", disable=None) as bar:
-        res = evaluate_manifest(rec, F.manifest, F.limit, lambda i, n: (setattr(bar, "total", n), bar.update(1)))
+        res = evaluate_manifest(rec, F.manifest, F.limit, lambda i, n: (setattr(bar, "total", n), bar.update(1)),
+                                F.group_by)
     c = res.counts
     print(f"WER {res.wer:.2%} (S {c.substitutions} D {c.deletions} I {c.insertions} / {c.reference_length} words)  "
           f"CER {res.cer:.2%}  RTF {res.rtf:.4f}  ({len(res.utterances)} utterances, {res.audio_seconds:.1f} s)")
+    for g, r in res.groups.items():
+        print(f"  {F.group_by}={g or '(none)'}: WER {r['wer']:.2%} CER {r['cer']:.2%} "
+              f"({r['utterances']} utterances, {r['reference_words']} words)")
     for f in res.failed:
         print(f"failed: {f}")
     if F.json:

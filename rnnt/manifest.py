@@ -23,6 +23,11 @@ class Entry:
     audio: str  # absolute path
     text: str
     duration: float  # seconds; -1 when unknown and not measured
+    tags: tuple[tuple[str, str], ...] = ()  # the line's other string fields (e.g. "voice"), as (key, value)
+
+    def tag(self, key: str) -> str:
+        """The line's string field ``key``, or "" when it has none."""
+        return dict(self.tags).get(key, "")
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,9 @@ def read_manifest(path: str, measure: bool = False) -> ManifestReport:
                 audio = audio if os.path.isabs(audio) else os.path.join(base, audio)
                 if measure and dur < 0:
                     dur = duration_seconds(audio)
-                entries.append(Entry(audio, text, dur))
+                tags = tuple((k, v) for k, v in d.items()
+                             if k not in ("audio", "text", "duration") and isinstance(v, str))
+                entries.append(Entry(audio, text, dur, tags))
             except (ValueError, KeyError, TypeError, RnntError) as e:
                 bad += 1
                 if len(examples) < 5:
