@@ -117,6 +117,7 @@ class AugmentConfig:
     gain_db: float = 12.0  # gain drawn from [-x, +x] dB
     clip_prob: float = 0.05  # chance of hard clipping
     vtlp: float = 0.1  # vocal-tract-length warp factor drawn from [1-x, 1+x] on the mel axis; 0 disables
+    formant_warp: float = 0.0  # spectral-envelope (formant) warp factor from [1-x, 1+x], pitch kept; 0 disables
     spec_eq_db: float = 0.0  # random smooth equalizer on the log-mel axis, up to +-x dB per utterance; 0 disables
     spec_freq_masks: int = 2  # SpecAugment frequency masks
     spec_freq_width: int = 15  # widest frequency mask in bins
@@ -130,6 +131,7 @@ class AugmentConfig:
         _check(0.0 <= self.speed_perturb < 0.5, f"speed_perturb must be in [0, 0.5), got {self.speed_perturb}")
         _check(self.snr_min <= self.snr_max, f"need snr_min <= snr_max, got {self.snr_min}, {self.snr_max}")
         _check(0.0 <= self.vtlp < 0.5, f"vtlp must be in [0, 0.5), got {self.vtlp}")
+        _check(0.0 <= self.formant_warp < 0.5, f"formant_warp must be in [0, 0.5), got {self.formant_warp}")
         _check(0.0 <= self.spec_eq_db <= 30.0, f"spec_eq_db must be in [0, 30], got {self.spec_eq_db}")
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import logging
 import math
 import os
@@ -173,9 +174,45 @@ def eq_curves(b: int, f: int, max_db: float, gen: torch.Generator) -> torch.Tens
     return curve / peak * (torch.rand(b, 1, generator=gen) * max_db * _NATS_PER_DB)
 
 
+_ENVELOPE_CEPS = 12  # cepstral coefficients (DCT over the mel axis) that make a frame's spectral envelope
+
+
+def warp_mel(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """(B, T, F), (B,) -> (B, T, F): each utterance's mel axis stretched by ``alpha`` (bin k takes the value
+    at k / alpha, linearly interpolated; bins past the top repeat the top bin)."""
+    b, t_max, f = x.shape
+    src = torch.clamp(torch.arange(f)[None, :].float() / alpha[:, None], max=f - 1)  # (B, F) source bins
+    lo = src.floor().long()
+    hi = torch.clamp(lo + 1, max=f - 1)
+    w = (src - lo.float())[:, None, :].to(x.dtype)
+    return torch.gather(x, 2, lo[:, None, :].expand(b, t_max, f)) * (1 - w) + \
+        torch.gather(x, 2, hi[:, None, :].expand(b, t_max, f)) * w
+
+
+@functools.lru_cache(maxsize=4)
+def _envelope_projection(f: int, n_ceps: int) -> torch.Tensor:
+    """(F, F): projects a log-mel frame onto its first ``n_ceps`` orthonormal DCT-II coefficients and back."""
+    n = torch.arange(f, dtype=torch.float64)
+    basis = torch.cos(math.pi * torch.arange(n_ceps, dtype=torch.float64)[:, None] * (n[None, :] + 0.5) / f)
+    basis[0] /= math.sqrt(2)
+    basis *= math.sqrt(2 / f)  # (K, F), orthonormal rows
+    return (basis.T @ basis).float()
+
+
+def formant_warp(x: torch.Tensor, alpha: torch.Tensor, n_ceps: int = _ENVELOPE_CEPS) -> torch.Tensor:
+    """(B, T, F), (B,) -> (B, T, F): move the formants but not the pitch harmonics.
+
+    Each frame splits into its spectral envelope (its first ``n_ceps`` cepstral coefficients: the vocal
+    tract) and the rest (the harmonics' ripple of the voice source, noise). Only the envelope's mel axis is
+    stretched by ``alpha``, so a voice gets another vocal-tract length at the same pitch; VTLP (``warp_mel``
+    on the whole frame) moves both together."""
+    env = x @ _envelope_projection(x.shape[2], n_ceps).to(x.dtype)  # (B, T, F)
+    return warp_mel(env, alpha) + (x - env)
+
+
 def spec_augment(feats: torch.Tensor, lengths: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
-    """A random mel-axis warp (VTLP), a random smooth equalizer, then frequency and time masks (filled
-    with each row's mean).
+    """A random mel-axis warp (VTLP), a random formant shift at the same pitch, a random smooth
+    equalizer, then frequency and time masks (filled with each row's mean).
 
     The equalizer adds to every frame of an utterance one curve over the mel axis, a sum of the first
     ``_EQ_TERMS`` cosines with random amplitudes, scaled so that its largest gain or cut is drawn from
@@ -187,13 +224,9 @@ def spec_augment(feats: torch.Tensor, lengths: torch.Tensor, cfg: AugmentConfig,
     x = feats.clone()
     b, t_max, f = x.shape
     if cfg.vtlp > 0:
-        alpha = 1 + (torch.rand(b, generator=gen) * 2 - 1) * cfg.vtlp  # (B,)
-        src = torch.clamp(torch.arange(f)[None, :].float() / alpha[:, None], max=f - 1)  # (B, F) source bins
-        lo = src.floor().long()
-        hi = torch.clamp(lo + 1, max=f - 1)
-        w = (src - lo.float())[:, None, :].to(x.dtype)
-        x = torch.gather(x, 2, lo[:, None, :].expand(b, t_max, f)) * (1 - w) + \
-            torch.gather(x, 2, hi[:, None, :].expand(b, t_max, f)) * w
+        x = warp_mel(x, 1 + (torch.rand(b, generator=gen) * 2 - 1) * cfg.vtlp)
+    if cfg.formant_warp > 0:
+        x = formant_warp(x, 1 + (torch.rand(b, generator=gen) * 2 - 1) * cfg.formant_warp)
     if cfg.spec_eq_db > 0:
         x = x + eq_curves(b, f, cfg.spec_eq_db, gen).to(x.dtype)[:, None, :]
     fill = x.mean(dim=(1, 2), keepdim=True)  # (B, 1, 1)

@@ -241,6 +241,27 @@ def test_spec_eq_adds_one_bounded_smooth_curve_per_utterance():
                                     torch.Generator().manual_seed(3)), feats)
 
 
+def test_formant_warp_moves_the_envelope_and_keeps_the_harmonics():
+    from rnnt.train import formant_warp, warp_mel
+
+    f = 80
+    n = torch.arange(f, dtype=torch.float32)
+    envelope = 2 * torch.cos(math.pi * 3 * (n + 0.5) / f) + torch.cos(math.pi * 7 * (n + 0.5) / f)  # formants
+    ripple = 0.5 * torch.cos(math.pi * 30 * (n + 0.5) / f)  # pitch harmonics
+    x = (envelope + ripple).expand(2, 5, f).contiguous()  # (B, T, F)
+    alpha = torch.tensor([1.15, 0.9])
+    out = formant_warp(x, alpha)
+    moved = warp_mel(envelope.expand(2, 5, f).contiguous(), alpha) + ripple
+    assert torch.allclose(out, moved, atol=1e-4)  # envelope stretched, ripple where it was
+    assert not torch.allclose(out, warp_mel(x, alpha), atol=0.1)  # unlike VTLP, which moves both
+    assert torch.allclose(formant_warp(x, torch.ones(2)), x, atol=1e-4)
+    cfg = AugmentConfig(vtlp=0, spec_freq_masks=0, spec_time_masks=0, formant_warp=0.2)
+    feats = torch.randn(3, 50, f)
+    a = spec_augment(feats, torch.tensor([50, 40, 30]), cfg, torch.Generator().manual_seed(1))
+    assert not torch.equal(a, feats) and torch.equal(a, spec_augment(feats, torch.tensor([50, 40, 30]), cfg,
+                                                                     torch.Generator().manual_seed(1)))
+
+
 def test_init_from_a_model_of_another_shape_is_a_one_line_error(tiny_corpus, random_model, tmp_path):
     proc = train_tiny(tiny_corpus, str(tmp_path / "exp"), 2, ["--dev_manifest=", "--threads=1", f"--init={random_model}"])
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
