@@ -65,3 +65,26 @@ def test_bench_cli_prints_table_and_json(tiny_model, tiny_corpus, tmp_path):
     assert rows["onnx fp32"]["same_tokens_as_reference"] == 3
     assert all(r["rtf"] > 0 and r["cpu_rtf"] > 0 and r["chunk_ms_p95"] >= r["chunk_ms_p50"] for r in rows.values())
     assert set(res["capacity"]["streams"]) == set(rows) and res["capacity"]["threads"] == 2
+
+
+def test_voice_gap_groups_voices_and_identity_warp_changes_nothing(tiny_model, tiny_corpus, tmp_path):
+    """benchmarks/voice_gap.py pools espeak-ng voices, keeps others apart, and a warp factor of 1 is the
+    clean loss while a real warp moves it."""
+    base = os.path.dirname(tiny_corpus)
+    lines = [json.loads(line) for line in open(tiny_corpus)][:8]
+    voices = ["espeak_en-us", "espeak_en-gb", "flite_kal", "flite_kal"] * 2
+    manifest = tmp_path / "voiced.jsonl"
+    with open(manifest, "w") as f:
+        for d, v in zip(lines, voices):
+            f.write(json.dumps({**d, "audio": os.path.join(base, d["audio"]), "voice": v}) + "\n")
+    proc = subprocess.run([sys.executable, "benchmarks/voice_gap.py", f"--model={tiny_model}",
+                           f"--manifest={manifest}", "--per_voice=3", "--warps=1.0,1.25"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {ln.split()[0]: ln.split()[1:] for ln in proc.stdout.splitlines()[1:]}
+    assert set(rows) == {"espeak*", "flite_kal"}
+    for name, cols in rows.items():
+        n, clean, vtlp1, vtlp125, fw1, fw125 = int(cols[0]), *map(float, cols[1:])
+        assert n == 3 and 0 < clean
+        assert vtlp1 == pytest.approx(clean, abs=2e-3) and fw1 == pytest.approx(clean, abs=2e-3)
+        assert vtlp125 != pytest.approx(clean, abs=2e-3) and fw125 != pytest.approx(clean, abs=2e-3)
