@@ -6,7 +6,7 @@ and how much a fixed spectral warp of the features moves that.
     python benchmarks/voice_gap.py --manifest corpus/en/test.jsonl --warps=0.9,0.95,1.05,1.1
 
 Groups a manifest's lines by their ``voice`` field (espeak-ng and Kokoro voices pooled as ``espeak*`` and
-``kokoro*``; use ``--no-pool``), takes the first ``--per_voice`` lines of each (at most ``--max_seconds``
+``kokoro*``; use ``--nopool``), takes the first ``--per_voice`` lines of each (at most ``--max_seconds``
 long), and prints each group's loss in nats per token in eval mode (no augmentation, the full joint).
 WER needs a long test set to separate two models; this loss separates voices on a few dozen utterances.
 
@@ -54,21 +54,13 @@ def voice_groups(entries, per_voice: int, max_seconds: float, pool: bool) -> dic
     return dict(sorted(groups.items()))
 
 
-def loss_per_token(model, items: list[dict], warp=None, batch: int = 12) -> float:
+def loss_per_token(model, items: list[dict], warp=None) -> float:
     """Exact transducer loss of ``items`` (SpeechDataset items) in nats per target token; ``warp`` maps
     features (B, T_in, F) to warped features of the same shape."""
-    from rnnt.data import collate
+    from rnnt.train import summed_loss
 
-    total = tokens = 0.0
-    with torch.inference_mode():
-        for start in range(0, len(items), batch):
-            b = collate(items[start : start + batch])
-            if b["feats"] is None:
-                continue
-            feats = warp(b["feats"]) if warp else b["feats"]
-            total += float(model(feats, b["feat_lengths"], b["tokens"], b["token_lengths"]).sum())
-            tokens += float(b["token_lengths"].sum())
-    return total / max(tokens, 1.0)
+    total, _, tokens = summed_loss(model, items, torch.device("cpu"), batch_size=12, transform=warp)
+    return total / max(tokens, 1)
 
 
 def main(argv: list[str]) -> int:
@@ -92,8 +84,7 @@ def main(argv: list[str]) -> int:
         for fn in (warp_mel, formant_warp):
             for a in factors:
                 row.append(loss_per_token(model, items, lambda x, a=a, fn=fn: fn(x, torch.full((len(x),), a))))
-        print(f"{name:<32} {len(items):>4} " + " ".join(f"{v:6.3f}" if i == 0 else f"{v:9.3f}"
-                                                        for i, v in enumerate(row)), flush=True)
+        print(f"{name:<32} {len(items):>4} {row[0]:6.3f}" + "".join(f" {v:9.3f}" for v in row[1:]), flush=True)
     return 0
 
 

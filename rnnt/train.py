@@ -29,12 +29,13 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
+import itertools
 import logging
 import math
 import os
 import time
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -351,6 +352,26 @@ def prepare_tokenizer(cfgs: AllConfigs, texts: list[str], dist: DistInfo) -> Tok
     return Tokenizer(_from_rank0(proto, dist))
 
 
+def summed_loss(model: Transducer, items: Iterable[dict], device: torch.device, batch_size: int = 16,
+                transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[float, int, int]:
+    """Exact transducer loss of ``items`` (SpeechDataset items, read lazily in batches of ``batch_size``),
+    summed: (loss, utterances, target tokens). ``transform`` maps each batch's features (B, T, F) first."""
+    loss_sum, utterances, tokens = 0.0, 0, 0
+    items = iter(items)
+    with torch.inference_mode():
+        while chunk := list(itertools.islice(items, batch_size)):
+            batch = collate(chunk)
+            if batch["feats"] is None:
+                continue
+            feats = transform(batch["feats"]) if transform else batch["feats"]
+            loss = model(feats.to(device), batch["feat_lengths"].to(device), batch["tokens"].to(device),
+                         batch["token_lengths"].to(device))
+            loss_sum += float(loss.float().sum())
+            utterances += len(loss)
+            tokens += int(batch["token_lengths"].sum())
+    return loss_sum, utterances, tokens
+
+
 def evaluate(model: Transducer, dataset: SpeechDataset, cfgs: AllConfigs, max_utterances: int,
              device: torch.device, dist: DistInfo | None = None) -> dict:
     """Dev loss (per utterance) and greedy streaming WER/CER on up to ``max_utterances`` items.
@@ -361,15 +382,9 @@ def evaluate(model: Transducer, dataset: SpeechDataset, cfgs: AllConfigs, max_ut
     model.eval()
     mine = list(range(dist.rank, min(len(dataset), max_utterances), dist.world_size))
     rec = Recognizer(TorchBackend(model, cfgs.features), dataset.tokenizer)
-    loss_sum, loss_n, decoded, words, chars, example = 0.0, 0, 0, ErrorCounts(), ErrorCounts(), None
+    loss_sum, loss_n, _ = summed_loss(model, (dataset[i] for i in mine), device)
+    decoded, words, chars, example = 0, ErrorCounts(), ErrorCounts(), None
     with torch.inference_mode():
-        for start in range(0, len(mine), 16):
-            batch = collate([dataset[i] for i in mine[start : start + 16]])
-            if batch["feats"] is None:
-                continue
-            loss = model(batch["feats"].to(device), batch["feat_lengths"].to(device), batch["tokens"].to(device),
-                         batch["token_lengths"].to(device))
-            loss_sum, loss_n = loss_sum + float(loss.float().sum()), loss_n + len(loss)
         for i in mine:
             e = dataset.entries[i]
             try:
