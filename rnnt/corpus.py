@@ -20,6 +20,11 @@ control the pitch moves by reading the audio at a shifted sample rate after aski
 compensating duration, which also moves the formants (new pseudo-speakers). A share of utterances goes
 through a telephone or low-bitrate codec with ffmpeg.
 
+Engines with few speakers (flite, festival, Piper) get more: with ``world_prob`` a share of their
+training utterances is voice-converted by WORLD analysis and resynthesis (pyworld), each base voice
+into ``world_speakers`` fixed new speakers named ``<voice>~w<k>``, each with its own pitch factor and
+spectral-envelope warp (formants moved up or down together, as a shorter or longer vocal tract does).
+
 Layout under ``out_dir``: ``text/{train,dev,test}.tsv`` (raw, spoken, text), ``audio/<voice>/<id>.flac``,
 ``records.jsonl`` (one line per finished utterance; the resume state), and the manifests
 ``train.jsonl``, ``dev.jsonl``, ``test.jsonl`` (``audio`` relative to the manifest, ``text``,
@@ -42,6 +47,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
@@ -84,6 +91,9 @@ class CorpusConfig:
     train_start: int = -1  # training sentence to synthesize first, going on in train_order and wrapping around; -1 = the list's start (forward) or end (backward)
     seed: int = 1234  # seeds the sentence split, voice choice and every per-utterance draw
     voice_seed: int = -1  # -1: seed decides everything; N >= 0 redraws the training utterances' voice, rate, pitch and codec (same sentences, dev and test) for a second reading in a new out_dir
+    world_engines: str = "flite,festival,piper"  # comma list of engines whose training utterances may be WORLD voice-converted
+    world_prob: float = 0.0  # share of those engines' training utterances read by a converted speaker (needs pyworld); 0 = none
+    world_speakers: int = 8  # converted speakers made from each base voice of world_engines
 
     def __post_init__(self) -> None:
         def check(cond: bool, msg: str) -> None:
@@ -115,12 +125,19 @@ class CorpusConfig:
         check(self.refresh_every >= 1, f"refresh_every must be >= 1, got {self.refresh_every}")
         check(self.train_order in ("forward", "backward"),
               f"train_order must be forward or backward, got {self.train_order!r}")
+        check(0 <= self.world_prob <= 1, f"world_prob must be in [0, 1], got {self.world_prob}")
+        check(self.world_speakers >= 1, f"world_speakers must be >= 1, got {self.world_speakers}")
+        check(all(e in ENGINES for e in self.world_engine_names()),
+              f"world_engines must be a comma list from {','.join(ENGINES)}, got {self.world_engines!r}")
         check(self.voice_seed >= -1, f"voice_seed must be -1 or >= 0, got {self.voice_seed}")
         check(-1 <= self.train_start < self.num_sentences,
               f"train_start must be -1 or a training sentence index below num_sentences, got {self.train_start}")
 
     def test_voice_names(self) -> list[str]:
         return [v.strip() for v in self.test_voices.split(",") if v.strip()]
+
+    def world_engine_names(self) -> list[str]:
+        return [e.strip() for e in self.world_engines.split(",") if e.strip()]
 
     def source_names(self) -> list[str]:
         return [s.strip() for s in self.sources.split(",") if s.strip()]
@@ -494,6 +511,7 @@ class Voice:
     engine: str  # one of ENGINES
     ident: str  # the engine's own voice id
     mix: tuple[tuple[str, float], ...] = ()  # kokoro mixes: (base voice, weight) pairs
+    world: tuple[float, float] = ()  # WORLD-converted speakers: (pitch factor, envelope frequency warp)
 
 
 def _espeak_variants() -> set[str]:
@@ -758,6 +776,66 @@ def trim_silence(samples: np.ndarray, rng: np.random.Generator, pad: tuple[float
 # Jobs
 # --------------------------------------------------------------------------------------------------
 
+def world_voices(base: Voice, count: int, seed: int) -> list[Voice]:
+    """``count`` fixed WORLD-converted speakers made from ``base``, the same for the same seed.
+
+    A speaker's "size" z in [-1, 1] scales the envelope's frequency axis by exp(0.14 z) (formants 13%
+    down to 15% up) and the pitch by exp(0.25 z) times a factor of its own within +-12%, so smaller
+    speakers mostly speak higher, as people do."""
+    rng = np.random.default_rng([seed, 11, zlib.crc32(base.name.encode())])
+    out = []
+    for k in range(count):
+        z = float(rng.uniform(-1, 1))
+        warp = float(np.exp(0.14 * z))
+        f0 = float(np.exp(0.25 * z + rng.uniform(-0.12, 0.12)))
+        out.append(dataclasses.replace(base, name=f"{base.name}~w{k}", world=(round(f0, 4), round(warp, 4))))
+    return out
+
+
+def _pyworld():
+    """Import pyworld. Its ``__init__`` reads its version through ``pkg_resources``, which setuptools 81
+    and newer no longer ship: a stand-in with ``get_distribution`` is put in place for the import only."""
+    stub = None
+    try:
+        import pkg_resources  # noqa: F401
+    except ImportError:
+        import importlib.metadata
+
+        stub = types.ModuleType("pkg_resources")
+        stub.get_distribution = lambda name: types.SimpleNamespace(version=importlib.metadata.version(name))
+        sys.modules["pkg_resources"] = stub
+    try:
+        import pyworld
+    except ImportError as e:
+        raise ConfigError(f"world_prob > 0 needs pyworld (pip install -r requirements-corpus.txt): {e}") from None
+    finally:
+        if stub is not None and sys.modules.get("pkg_resources") is stub:
+            del sys.modules["pkg_resources"]
+    return pyworld
+
+
+def world_convert(samples: np.ndarray, sr: int, f0_scale: float, warp: float,
+                  frame_ms: float = 5.0) -> np.ndarray:
+    """(N,) float32 -> (N',) float32, N' within a frame of N: the same words by another speaker.
+
+    WORLD splits the audio into pitch (F0), spectral envelope and aperiodicity; the pitch is scaled by
+    ``f0_scale``, the envelope's frequency axis by ``warp`` (bin k takes the input's value at k / warp,
+    so formants move by ``warp``) and the three are synthesized again."""
+    pw = _pyworld()
+    x = np.ascontiguousarray(samples, dtype=np.float64)
+    f0, t = pw.dio(x, sr, frame_period=frame_ms)
+    f0 = pw.stonemask(x, f0, t, sr)
+    sp = pw.cheaptrick(x, f0, t, sr)  # (frames, bins)
+    ap = pw.d4c(x, f0, t, sr)
+    bins = sp.shape[1]
+    src = np.clip(np.arange(bins) / warp, 0, bins - 1)
+    lo = np.minimum(np.floor(src).astype(np.int64), bins - 2)
+    frac = src - lo
+    warped = sp[:, lo] * (1 - frac) + sp[:, lo + 1] * frac
+    y = pw.synthesize(f0 * f0_scale, np.ascontiguousarray(warped), ap, sr, frame_ms)
+    return np.asarray(y, np.float32)
+
+
 @dataclass(frozen=True)
 class Job:
     id: str  # "<split>-<index>", unique in the corpus
@@ -802,9 +880,12 @@ def plan_jobs(cfg: CorpusConfig, voices: list[Voice], sentences: dict[str, list[
     """Every utterance of the corpus, dev and test first, then training sentences in shuffled order,
     each read by a voice drawn by weight (so any prefix is a mix of all voices). A ``voice_seed`` of 0 or
     more redraws the training jobs' voice, rate, pitch, codec and seed, keeping their sentences and every
-    dev and test job."""
+    dev and test job. With ``world_prob`` > 0 a training job of a ``world_engines`` voice is given to one
+    of that voice's converted speakers (``world_voices``) with that probability."""
     train_voices, test_voices = split_voices(cfg, voices)
     pool, p = _voice_sampler(cfg, [v for v in train_voices if cfg.weights()[v.engine] > 0])
+    converted = {v.name: world_voices(v, cfg.world_speakers, cfg.seed) for v in pool
+                 if v.engine in cfg.world_engine_names()} if cfg.world_prob > 0 else {}
     rng = np.random.default_rng([cfg.seed, 2])
     jobs = []
     for split in ("dev", "test", "train"):
@@ -812,6 +893,8 @@ def plan_jobs(cfg: CorpusConfig, voices: list[Voice], sentences: dict[str, list[
             rng = np.random.default_rng([cfg.voice_seed, 3])
         for i, s in enumerate(sentences[split]):
             voice = test_voices[i % len(test_voices)] if split == "test" else pool[int(rng.choice(len(pool), p=p))]
+            if split == "train" and voice.name in converted and rng.random() < cfg.world_prob:
+                voice = converted[voice.name][int(rng.integers(cfg.world_speakers))]
             codec = _choice(rng, list(CODECS)) if rng.random() < cfg.codec_prob else ""
             rate = float(rng.uniform(1 - cfg.rate_jitter, 1 + cfg.rate_jitter))
             pitch = float(rng.uniform(1 - cfg.pitch_jitter, 1 + cfg.pitch_jitter))
@@ -828,6 +911,8 @@ def render(job: Job) -> np.ndarray:
     if len(samples) == 0 or not np.all(np.isfinite(samples)) or np.max(np.abs(samples)) < 1e-4:
         raise AudioError(f"{job.voice.name} produced no audio for {job.spoken!r}")
     samples = resample(samples, int(round(rate)), SAMPLE_RATE)
+    if job.voice.world:
+        samples = world_convert(samples, SAMPLE_RATE, *job.voice.world)
     samples = trim_silence(samples, rng)
     samples *= rng.uniform(0.3, 0.9) / max(float(np.max(np.abs(samples))), 1e-6)
     if job.codec:
@@ -912,7 +997,7 @@ def prepare(cfg: CorpusConfig) -> list[Job]:
     # The settings one out_dir is made with (the text, and which reading of it; voice_seed came later: -1 then)
     fixed = {"num_sentences": None, "heldout_sentences": None, "dev_sentences": None, "sources": None,
              "generated_share": None, "words_share": None, "min_words": None, "max_words": None, "seed": None,
-             "voice_seed": -1}
+             "voice_seed": -1, "world_prob": 0.0, "world_engines": "flite,festival,piper", "world_speakers": 8}
     if os.path.exists(meta_path):
         with open(meta_path, encoding="utf-8") as f:
             old = json.load(f)
@@ -927,6 +1012,8 @@ def prepare(cfg: CorpusConfig) -> list[Job]:
         write_text_atomically(meta_path, json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
     log.info("sentences: %s", {k: len(v) for k, v in sentences.items()})
     voices = available_voices(cfg)
+    if cfg.world_prob > 0:
+        _pyworld()  # missing: one clear error now, not one per utterance
     log.info("voices: %d (%s)", len(voices), ", ".join(f"{e}={sum(v.engine == e for v in voices)}" for e in ENGINES))
     return plan_jobs(cfg, voices, sentences)
 

@@ -40,7 +40,8 @@ def read_jsonl(path):
                                 dict(engine_weights="espeak=x"), dict(engine_weights="nope=1"),
                                 dict(dev_sentences=10, heldout_sentences=10), dict(sources="fortunes,web"),
                                 dict(workers=0), dict(codec_prob=1.5), dict(train_order="random"),
-                                dict(train_start=-2), dict(train_start=8), dict(voice_seed=-2)])
+                                dict(train_start=-2), dict(train_start=8), dict(voice_seed=-2),
+                                dict(world_prob=1.5), dict(world_speakers=0), dict(world_engines="flite,nope")])
 def test_config_rejects_bad_values(kw):
     with pytest.raises(ConfigError):
         tiny_config("x", **kw)
@@ -266,3 +267,57 @@ def test_unknown_test_voice_is_a_config_error(tmp_path):
                       dev_sentences=1)
     with pytest.raises(ConfigError, match="flite_nobody"):
         corpus.prepare(cfg)
+
+
+def test_world_voices_are_fixed_speakers_of_their_base_voice():
+    base = corpus.Voice("flite_awb", "flite", "awb")
+    made = corpus.world_voices(base, 6, seed=3)
+    assert made == corpus.world_voices(base, 6, seed=3)  # a speaker is the same in every run
+    assert [v.name for v in made] == [f"flite_awb~w{k}" for k in range(6)]
+    assert all(v.engine == "flite" and v.ident == "awb" for v in made)
+    assert len({v.world for v in made}) == 6
+    assert all(0.6 < f0 < 1.6 and 0.85 < warp < 1.17 for f0, warp in (v.world for v in made))
+    assert made != corpus.world_voices(corpus.Voice("flite_slt", "flite", "slt"), 6, seed=3)
+
+
+def test_world_convert_moves_pitch_and_keeps_the_length():
+    pw = corpus._pyworld()
+    sr = SAMPLE_RATE
+    t = np.arange(int(1.5 * sr)) / sr
+    f0 = 120 + 20 * np.sin(2 * np.pi * 1.5 * t)  # a gliding voiced tone with harmonics, like a vowel
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    x = sum(np.sin(k * phase) / k for k in range(1, 20)).astype(np.float32) * 0.2
+
+    def median_f0(s):
+        est, _ = pw.dio(s.astype(np.float64), sr)
+        return float(np.median(est[est > 0]))
+
+    y = corpus.world_convert(x, sr, 1.3, 1.0)
+    assert abs(len(y) - len(x)) <= sr // 100
+    assert median_f0(y) / median_f0(x) == pytest.approx(1.3, rel=0.05)
+    z = corpus.world_convert(x, sr, 1.0, 1.15)  # envelope warp alone leaves the pitch where it was
+    assert median_f0(z) / median_f0(x) == pytest.approx(1.0, rel=0.05)
+    spec = lambda s: np.abs(np.fft.rfft(s[: sr]))  # noqa: E731
+    centroid = lambda s: float((spec(s) * np.arange(len(spec(s)))).sum() / spec(s).sum())  # noqa: E731
+    assert centroid(z) > centroid(x) * 1.05  # formants up: energy moves to higher frequencies
+
+
+@needs_tts
+def test_world_prob_gives_training_jobs_to_converted_speakers(tmp_path):
+    cfg = tiny_config(tmp_path / "a", num_sentences=40)
+    plain = corpus.prepare(cfg)
+    assert not any("~w" in j.voice.name for j in plain)
+    conv = corpus.prepare(dataclasses.replace(cfg, out_dir=str(tmp_path / "b"), world_prob=0.6,
+                                              world_engines="flite", world_speakers=3))
+    assert [j for j in plain if j.split != "train"] == [j for j in conv if j.split != "train"]
+    train = [j for j in conv if j.split == "train"]
+    flite = [j for j in train if j.voice.engine == "flite"]
+    converted = [j for j in flite if j.voice.world]
+    assert 0 < len(converted) < len(flite)
+    assert all(j.voice.name.split("~w")[0] in ("flite_kal16", "flite_awb", "flite_slt") for j in converted)
+    assert not any(j.voice.world for j in train if j.voice.engine == "espeak")
+    with pytest.raises(ConfigError, match="different world_prob"):  # one out_dir holds one reading
+        corpus.prepare(dataclasses.replace(cfg, out_dir=str(tmp_path / "b"), world_engines="flite",
+                                           world_speakers=3))
+    audio = corpus.render(converted[0])  # end to end: engine, conversion, trimming, level
+    assert len(audio) > SAMPLE_RATE // 2 and 0.25 < float(np.max(np.abs(audio))) <= 0.9
