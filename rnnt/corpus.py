@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import functools
 import gzip
 import json
 import logging
@@ -65,6 +66,11 @@ log = logging.getLogger(__name__)
 ENGINES = ("espeak", "flite", "festival", "piper", "kokoro")
 SOURCES = ("fortunes", "gcide", "words", "generated")
 SPLITS = ("train", "dev", "test")
+
+
+def _comma_list(text: str) -> list[str]:
+    """"a, b,,c" -> ["a", "b", "c"]"""
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 @dataclass(frozen=True)
@@ -134,18 +140,18 @@ class CorpusConfig:
               f"train_start must be -1 or a training sentence index below num_sentences, got {self.train_start}")
 
     def test_voice_names(self) -> list[str]:
-        return [v.strip() for v in self.test_voices.split(",") if v.strip()]
+        return _comma_list(self.test_voices)
 
     def world_engine_names(self) -> list[str]:
-        return [e.strip() for e in self.world_engines.split(",") if e.strip()]
+        return _comma_list(self.world_engines)
 
     def source_names(self) -> list[str]:
-        return [s.strip() for s in self.sources.split(",") if s.strip()]
+        return _comma_list(self.sources)
 
     def weights(self) -> dict[str, float]:
         """``engine_weights`` parsed: engine -> weight (engines not named get 0)."""
         out = dict.fromkeys(ENGINES, 0.0)
-        for item in filter(None, (s.strip() for s in self.engine_weights.split(","))):
+        for item in _comma_list(self.engine_weights):
             name, _, value = item.partition("=")
             try:
                 weight = float(value)
@@ -792,9 +798,11 @@ def world_voices(base: Voice, count: int, seed: int) -> list[Voice]:
     return out
 
 
+@functools.cache
 def _pyworld():
-    """Import pyworld. Its ``__init__`` reads its version through ``pkg_resources``, which setuptools 81
-    and newer no longer ship: a stand-in with ``get_distribution`` is put in place for the import only."""
+    """Import pyworld (once per process). Its ``__init__`` reads its version through ``pkg_resources``,
+    which setuptools 81 and newer no longer ship: a stand-in with ``get_distribution`` is put in place for
+    the import only."""
     stub = None
     try:
         import pkg_resources  # noqa: F401
@@ -994,10 +1002,12 @@ def prepare(cfg: CorpusConfig) -> list[Job]:
     """Build (or reload) the sentences and plan every job; writes ``text/`` and ``config.json``."""
     os.makedirs(cfg.out_dir, exist_ok=True)
     meta_path = os.path.join(cfg.out_dir, "config.json")
-    # The settings one out_dir is made with (the text, and which reading of it; voice_seed came later: -1 then)
+    # The settings one out_dir is made with (the text, and which reading of it). voice_seed and world_* came
+    # later: a folder made before them lacks them and was made as their defaults (voice_seed -1) say.
+    later = ("world_prob", "world_engines", "world_speakers")
     fixed = {"num_sentences": None, "heldout_sentences": None, "dev_sentences": None, "sources": None,
              "generated_share": None, "words_share": None, "min_words": None, "max_words": None, "seed": None,
-             "voice_seed": -1, "world_prob": 0.0, "world_engines": "flite,festival,piper", "world_speakers": 8}
+             "voice_seed": -1, **{k: getattr(CorpusConfig, k) for k in later}}
     if os.path.exists(meta_path):
         with open(meta_path, encoding="utf-8") as f:
             old = json.load(f)
