@@ -100,6 +100,7 @@ class CorpusConfig:
     world_engines: str = "flite,festival,piper"  # comma list of engines whose training utterances may be WORLD voice-converted
     world_prob: float = 0.0  # share of those engines' training utterances read by a converted speaker (needs pyworld); 0 = none
     world_speakers: int = 8  # converted speakers made from each base voice of world_engines
+    world_warp: float = 0.14  # converted speakers' envelope warps span exp(+-world_warp) (0.14: formants 13% down to 15% up)
 
     def __post_init__(self) -> None:
         def check(cond: bool, msg: str) -> None:
@@ -133,6 +134,7 @@ class CorpusConfig:
               f"train_order must be forward or backward, got {self.train_order!r}")
         check(0 <= self.world_prob <= 1, f"world_prob must be in [0, 1], got {self.world_prob}")
         check(self.world_speakers >= 1, f"world_speakers must be >= 1, got {self.world_speakers}")
+        check(0 <= self.world_warp <= 0.4, f"world_warp must be in [0, 0.4], got {self.world_warp}")
         check(all(e in ENGINES for e in self.world_engine_names()),
               f"world_engines must be a comma list from {','.join(ENGINES)}, got {self.world_engines!r}")
         check(self.voice_seed >= -1, f"voice_seed must be -1 or >= 0, got {self.voice_seed}")
@@ -782,17 +784,17 @@ def trim_silence(samples: np.ndarray, rng: np.random.Generator, pad: tuple[float
 # Jobs
 # --------------------------------------------------------------------------------------------------
 
-def world_voices(base: Voice, count: int, seed: int) -> list[Voice]:
+def world_voices(base: Voice, count: int, seed: int, warp_range: float = 0.14) -> list[Voice]:
     """``count`` fixed WORLD-converted speakers made from ``base``, the same for the same seed.
 
-    A speaker's "size" z in [-1, 1] scales the envelope's frequency axis by exp(0.14 z) (formants 13%
-    down to 15% up) and the pitch by exp(0.25 z) times a factor of its own within +-12%, so smaller
-    speakers mostly speak higher, as people do."""
+    A speaker's "size" z in [-1, 1] scales the envelope's frequency axis by exp(warp_range z) (0.14:
+    formants 13% down to 15% up) and the pitch by exp(0.25 z) times a factor of its own within +-12%,
+    so smaller speakers mostly speak higher, as people do."""
     rng = np.random.default_rng([seed, 11, zlib.crc32(base.name.encode())])
     out = []
     for k in range(count):
         z = float(rng.uniform(-1, 1))
-        warp = float(np.exp(0.14 * z))
+        warp = float(np.exp(warp_range * z))
         f0 = float(np.exp(0.25 * z + rng.uniform(-0.12, 0.12)))
         out.append(dataclasses.replace(base, name=f"{base.name}~w{k}", world=(round(f0, 4), round(warp, 4))))
     return out
@@ -892,7 +894,7 @@ def plan_jobs(cfg: CorpusConfig, voices: list[Voice], sentences: dict[str, list[
     of that voice's converted speakers (``world_voices``) with that probability."""
     train_voices, test_voices = split_voices(cfg, voices)
     pool, p = _voice_sampler(cfg, [v for v in train_voices if cfg.weights()[v.engine] > 0])
-    converted = {v.name: world_voices(v, cfg.world_speakers, cfg.seed) for v in pool
+    converted = {v.name: world_voices(v, cfg.world_speakers, cfg.seed, cfg.world_warp) for v in pool
                  if v.engine in cfg.world_engine_names()} if cfg.world_prob > 0 else {}
     rng = np.random.default_rng([cfg.seed, 2])
     jobs = []
@@ -1004,7 +1006,7 @@ def prepare(cfg: CorpusConfig) -> list[Job]:
     meta_path = os.path.join(cfg.out_dir, "config.json")
     # The settings one out_dir is made with (the text, and which reading of it). voice_seed and world_* came
     # later: a folder made before them lacks them and was made as their defaults (voice_seed -1) say.
-    later = ("world_prob", "world_engines", "world_speakers")
+    later = ("world_prob", "world_engines", "world_speakers", "world_warp")
     fixed = {"num_sentences": None, "heldout_sentences": None, "dev_sentences": None, "sources": None,
              "generated_share": None, "words_share": None, "min_words": None, "max_words": None, "seed": None,
              "voice_seed": -1, **{k: getattr(CorpusConfig, k) for k in later}}

@@ -41,7 +41,8 @@ def read_jsonl(path):
                                 dict(dev_sentences=10, heldout_sentences=10), dict(sources="fortunes,web"),
                                 dict(workers=0), dict(codec_prob=1.5), dict(train_order="random"),
                                 dict(train_start=-2), dict(train_start=8), dict(voice_seed=-2),
-                                dict(world_prob=1.5), dict(world_speakers=0), dict(world_engines="flite,nope")])
+                                dict(world_prob=1.5), dict(world_speakers=0), dict(world_engines="flite,nope"),
+                                dict(world_warp=-0.1), dict(world_warp=0.5)])
 def test_config_rejects_bad_values(kw):
     with pytest.raises(ConfigError):
         tiny_config("x", **kw)
@@ -278,6 +279,9 @@ def test_world_voices_are_fixed_speakers_of_their_base_voice():
     assert len({v.world for v in made}) == 6
     assert all(0.6 < f0 < 1.6 and 0.85 < warp < 1.17 for f0, warp in (v.world for v in made))
     assert made != corpus.world_voices(corpus.Voice("flite_slt", "flite", "slt"), 6, seed=3)
+    wide = corpus.world_voices(base, 6, seed=3, warp_range=0.28)  # the same sizes, twice the log-warp
+    assert all(abs(np.log(w2) - 2 * np.log(w1)) < 1e-3 for (_, w1), (_, w2) in zip((v.world for v in made),
+                                                                                 (v.world for v in wide)))
 
 
 def test_world_convert_moves_pitch_and_keeps_the_length():
