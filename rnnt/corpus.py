@@ -784,7 +784,7 @@ def trim_silence(samples: np.ndarray, rng: np.random.Generator, pad: tuple[float
 # Jobs
 # --------------------------------------------------------------------------------------------------
 
-def world_voices(base: Voice, count: int, seed: int, warp_range: float = 0.14) -> list[Voice]:
+def world_voices(base: Voice, count: int, seed: int, warp_range: float = CorpusConfig.world_warp) -> list[Voice]:
     """``count`` fixed WORLD-converted speakers made from ``base``, the same for the same seed.
 
     A speaker's "size" z in [-1, 1] scales the envelope's frequency axis by exp(warp_range z) (0.14:
