@@ -67,6 +67,7 @@ def main(argv: list[str]) -> int:
     from rnnt.benchmark import (espeak_utterances, load_utterances, machine_info, stream_capacity, summarize,
                                 time_streaming)
     from rnnt.data import read_manifest
+    from rnnt.inference import resolve_lm
     from rnnt.session import Recognizer
 
     F = flags.FLAGS
@@ -77,6 +78,7 @@ def main(argv: list[str]) -> int:
             if F.manifest else espeak_utterances())
     with tempfile.TemporaryDirectory() as tmp:
         backends, tok = _backends(model, F.onnx, tmp, 1)
+        decoding = resolve_lm(model, decoding, tok.sha1, tok.vocab_size)
         runs = [time_streaming(Recognizer(be, tok, decoding), utts, name, 1) for name, be in backends]
         capacity = {}
         if F.capacity_threads > 0:

@@ -86,10 +86,21 @@ class ModelConfig:
 class DecodingConfig:
     max_symbols_per_frame: int = 5  # most tokens emitted for one encoder frame
     chunk_frames: int = 4  # encoder frames per encoder call (latency = chunk_frames * stack * 10 ms)
+    beam: int = 4  # hypotheses kept by beam search (1 with no language model = greedy search)
+    lm: str = "auto"  # token n-gram LM (.npz from cli.train_lm) fused into the search; "auto": the lm.npz beside the model if any; "" = none
+    lm_weight: float = 0.2  # weight of the language model's log-probabilities in the search's ranking
+    length_bonus: float = 0.5  # added to a hypothesis' score per token (offsets the language model's pull to short outputs)
 
     def __post_init__(self) -> None:
         _check(self.max_symbols_per_frame >= 1, f"max_symbols_per_frame must be >= 1, got {self.max_symbols_per_frame}")
         _check(self.chunk_frames >= 1, f"chunk_frames must be >= 1, got {self.chunk_frames}")
+        _check(self.beam >= 1, f"beam must be >= 1, got {self.beam}")
+        _check(self.lm_weight >= 0.0, f"lm_weight must be >= 0, got {self.lm_weight}")
+
+    @property
+    def greedy(self) -> bool:
+        """True when decoding is plain greedy search (beam 1, no language model; "auto" counts as one)."""
+        return self.beam == 1 and not self.lm
 
 
 @dataclass(frozen=True)

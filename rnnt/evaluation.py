@@ -38,7 +38,7 @@ class EvalResult:
 
 def evaluate_manifest(recognizer: Recognizer, manifest: str, limit: int = 0,
                       progress: Callable[[int, int], None] | None = None, group_by: str = "") -> EvalResult:
-    """Decode every utterance with streaming greedy search; time only the decoding (not file I/O).
+    """Decode every utterance with the recognizer's streaming search; time only the decoding (not file I/O).
 
     ``group_by`` names a manifest field (e.g. ``voice``): the result then also holds WER and CER per value
     of it (lines without the field form the group ""), and each utterance records its value as ``group``."""

@@ -209,7 +209,8 @@ class _Pipeline:
                 timeline.note(decoded, block.position)
                 tokens = stream.accept(block.samples)
                 decoded += len(block.samples)
-                shown = self._emit(stream, timeline, shown, bool(tokens))
+                # beam search may revise its best hypothesis before any token is stable
+                shown = self._emit(stream, timeline, shown, bool(tokens) or not self.rec.decoding.greedy)
                 self.report.compute_seconds += time.perf_counter() - t0
                 self.report.audio_seconds = decoded / SAMPLE_RATE
                 self.report.latency.add(time.monotonic() - block.arrival)

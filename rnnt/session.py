@@ -5,15 +5,17 @@ J joint width.
 
 A stream turns samples into features (leftover samples carried), buffers feature frames until a full
 chunk of C * S frames exists, runs the encoder on exactly that chunk with the carried state, then
-greedy search frame by frame. Because the encoder always sees the same chunks whatever sizes the audio
-arrived in, decoding in 10 ms pieces or 1 s pieces gives identical tokens. Endpoints are checked at
+greedy or beam search frame by frame. Because the encoder always sees the same chunks whatever sizes the
+audio arrived in, decoding in 10 ms pieces or 1 s pieces gives identical tokens. ``accept`` returns only
+tokens that can no longer change (with beam search, those all hypotheses share); ``partial`` shows the
+best hypothesis so far. Endpoints are checked at
 chunk boundaries; at an endpoint the utterance becomes final and the predictor state resets (the encoder
 state too when ``EndpointConfig.reset_encoder``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -21,7 +23,7 @@ from rnnt.backend import Backend
 from rnnt.config import DecodingConfig, EndpointConfig
 from rnnt.endpoint import is_endpoint
 from rnnt.features import StreamingFeatures
-from rnnt.search import Hypothesis, greedy_search, init_hypothesis
+from rnnt.search import BeamSearch, GreedySearch
 from rnnt.tokenizer import Tokenizer
 
 
@@ -58,6 +60,8 @@ class Recognizer:
         self.backend = backend
         self.tokenizer = tokenizer
         self.decoding = decoding or DecodingConfig()
+        if self.decoding.lm == "auto":  # resolved by load_recognizer, which knows the model's path
+            self.decoding = replace(self.decoding, lm="")
         self.endpoint = endpoint or EndpointConfig(enabled=False)
         fc, mc = backend.feature_config, backend.model_config
         if tokenizer.vocab_size != mc.vocab_size:
@@ -65,6 +69,18 @@ class Recognizer:
 
             raise CheckpointError(f"tokenizer has {tokenizer.vocab_size} ids but the model outputs {mc.vocab_size}")
         self.frame_shift = mc.stack * fc.hop_length / fc.sample_rate  # seconds per encoder frame
+        self.lm = None
+        if self.decoding.lm:
+            from rnnt.lm import NgramLM
+
+            self.lm = NgramLM.load(self.decoding.lm, tokenizer.sha1, mc.vocab_size)
+
+    def new_search(self) -> GreedySearch | BeamSearch:
+        """A fresh search for one utterance, greedy or beam as ``decoding`` says."""
+        d = self.decoding
+        if d.greedy:
+            return GreedySearch(self.backend, d.max_symbols_per_frame)
+        return BeamSearch(self.backend, d.beam, d.max_symbols_per_frame, self.lm, d.lm_weight, d.length_bonus)
 
     def create_stream(self) -> "Stream":
         return Stream(self)
@@ -95,7 +111,8 @@ class Stream:
     def _start_utterance(self) -> None:
         if self.frames_done == 0 or self.rec.endpoint.reset_encoder:
             self._enc_state = self.rec.backend.init_encoder_state(1)
-        self._hyp: Hypothesis = init_hypothesis(self.rec.backend)
+        self._search = self.rec.new_search()
+        self._emitted = 0  # tokens of this utterance already returned by accept/finalize
         self._utt_start_frame = self.frames_done
 
     def accept(self, samples: np.ndarray) -> list[Token]:
@@ -108,7 +125,7 @@ class Stream:
         while len(self._pending) >= self._chunk:
             chunk, self._pending = self._pending[: self._chunk], self._pending[self._chunk:]
             out += self._decode_chunk(chunk)
-            self._check_endpoint()
+            out += self._check_endpoint()
         return out
 
     def finalize(self) -> list[Token]:
@@ -119,33 +136,47 @@ class Stream:
         usable = len(self._pending) // stack * stack
         out = self._decode_chunk(self._pending[:usable]) if usable else []
         self._pending = self._pending[:0]
-        self._close_utterance()
+        out += self._close_utterance()
         self._finished = True
         return out
 
     def _decode_chunk(self, feats: np.ndarray) -> list[Token]:
         enc, self._enc_state = self.rec.backend.encode(feats[None], self._enc_state)  # (1, C, J)
-        new = greedy_search(self.rec.backend, enc[0], self._hyp, self.frames_done,
-                            self.rec.decoding.max_symbols_per_frame)
+        self._search.advance(enc[0], self.frames_done)
         self.frames_done += enc.shape[1]
-        tok = self.rec.tokenizer
-        return [Token(self._hyp.tokens[i], tok.piece(self._hyp.tokens[i]), self._hyp.frames[i] * self.rec.frame_shift,
-                      self.utterance_index) for i in new]
+        return self._emit(self._search.stable_length())
 
-    def _check_endpoint(self) -> None:
+    def _emit(self, upto: int) -> list[Token]:
+        """Tokens ``_emitted .. upto`` of the best hypothesis (stable ones: they never change)."""
+        if upto <= self._emitted:
+            return []
+        ids, frames = self._search.span(self._emitted, upto)
+        tok, shift = self.rec.tokenizer, self.rec.frame_shift
+        out = [Token(i, tok.piece(i), f * shift, self.utterance_index) for i, f in zip(ids, frames)]
+        self._emitted = upto
+        return out
+
+    def _check_endpoint(self) -> list[Token]:
         shift = self.rec.frame_shift
-        last = self._hyp.frames[-1] + 1 if self._hyp.frames else self._utt_start_frame
+        last_frame = self._search.last_frame()
+        last = last_frame + 1 if last_frame is not None else self._utt_start_frame
         if is_endpoint(self.rec.endpoint, (self.frames_done - last) * shift,
-                       (self.frames_done - self._utt_start_frame) * shift, bool(self._hyp.tokens)):
-            self._close_utterance()
+                       (self.frames_done - self._utt_start_frame) * shift, last_frame is not None):
+            out = self._close_utterance()
             self._start_utterance()
+            return out
+        return []
 
-    def _close_utterance(self) -> None:
+    def _close_utterance(self) -> list[Token]:
+        """Make the utterance final; returns the best hypothesis' tokens not yet returned."""
+        out = self._emit(self._search.length())
         self._finals.append(self._utterance(final=True))
         self.utterance_index += 1
+        return out
 
     def _utterance(self, final: bool) -> Utterance:
-        words = words_from_tokens(self.rec.tokenizer, self._hyp.tokens, self._hyp.frames, self.rec.frame_shift)
+        ids, frames = self._search.tokens()
+        words = words_from_tokens(self.rec.tokenizer, ids, frames, self.rec.frame_shift)
         begin, end = self._utt_start_frame * self.rec.frame_shift, self.frames_done * self.rec.frame_shift
         return Utterance(self.utterance_index, " ".join(w.text for w in words), words,
                          words[0].start if words else begin, words[-1].end if words else end, final)

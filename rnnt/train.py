@@ -42,7 +42,7 @@ import torch
 from rnnt import checkpoint as ckpt_io
 from rnnt.audio import load_audio
 from rnnt.backend import TorchBackend
-from rnnt.config import AllConfigs, AugmentConfig, TrainConfig
+from rnnt.config import AllConfigs, AugmentConfig, DecodingConfig, TrainConfig
 from rnnt.data import (Entry, EpochBatches, SpeechDataset, collate, feature_stats, make_batches, read_manifests,
                        shard_batches)
 from rnnt.errors import ConfigError, DataError, RnntError
@@ -381,7 +381,7 @@ def evaluate(model: Transducer, dataset: SpeechDataset, cfgs: AllConfigs, max_ut
     dist = dist or DistInfo()
     model.eval()
     mine = list(range(dist.rank, min(len(dataset), max_utterances), dist.world_size))
-    rec = Recognizer(TorchBackend(model, cfgs.features), dataset.tokenizer)
+    rec = Recognizer(TorchBackend(model, cfgs.features), dataset.tokenizer, DecodingConfig(beam=1, lm=""))
     loss_sum, loss_n, _ = summed_loss(model, (dataset[i] for i in mine), device)
     decoded, words, chars, example = 0, ErrorCounts(), ErrorCounts(), None
     with torch.inference_mode():

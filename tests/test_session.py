@@ -104,3 +104,61 @@ def test_words_from_tokens(random_model):
     ids = tok.encode("open the door")
     words = words_from_tokens(tok, ids, list(range(len(ids))), 0.04)
     assert [w.text for w in words] == ["open", "the", "door"]
+
+
+@pytest.mark.parametrize("which", ["tiny_model", "random_model"])
+def test_beam_chunks_equal_one_piece_and_return_the_final_tokens(which, request, tiny_corpus):
+    rec = load_recognizer(request.getfixturevalue(which), "torch", threads=2, decoding=DecodingConfig(beam=4))
+    x = _twenty_seconds(tiny_corpus)[: 8 * 16000]
+    whole, finals = _decode(rec, x, [])
+    assert len(whole) > 0 and len(finals) == 1
+    assert _decode(rec, x, [160] * (len(x) // 160))[0] == whole  # 10 ms pieces
+    assert _decode(rec, x, list(np.random.default_rng(3).integers(1, 8000, size=60)))[0] == whole
+    # accept() and finalize() together return exactly the final hypothesis, each token once
+    assert rec.tokenizer.decode([i for i, _ in whole]).split() == finals[0].text.split()
+    times = [t for _, t in whole]
+    assert times == sorted(times)
+
+
+def test_beam_splits_at_endpoints_without_losing_tokens(tiny_model, tiny_corpus):
+    endpoint = EndpointConfig(silence_after_speech=0.15, silence_no_speech=0.5, max_utterance=4.0)
+    rec = load_recognizer(tiny_model, "torch", threads=2, decoding=DecodingConfig(beam=3), endpoint=endpoint)
+    x = _twenty_seconds(tiny_corpus)[: 10 * 16000]
+    s = rec.create_stream()
+    toks = []
+    for i in range(0, len(x), 3200):
+        toks += s.accept(x[i : i + 3200])
+    toks += s.finalize()
+    finals = s.pop_finals()
+    assert len(finals) >= 3
+    for u in finals:
+        mine = [t.id for t in toks if t.utterance == u.index]
+        assert rec.tokenizer.decode(mine).split() == u.text.split()
+
+
+def test_beam_with_language_model_transcribes(tiny_model, tiny_corpus, tmp_path):
+    import json
+    import os
+
+    from rnnt.errors import CheckpointError
+    from rnnt.lm import NgramLM
+    from tests.conftest import SENTENCES
+
+    plain = load_recognizer(tiny_model, "torch", threads=2)
+    tok = plain.tokenizer
+    path = str(tmp_path / "lm.npz")
+    NgramLM.build([tok.encode(s) for s in SENTENCES], 3, tok.vocab_size, 1, tok.sha1).save(path)
+    fused = load_recognizer(tiny_model, "torch", threads=2,
+                            decoding=DecodingConfig(beam=4, lm=path, lm_weight=0.2, length_bonus=0.5))
+    base = os.path.dirname(tiny_corpus)
+    items = [json.loads(line) for line in open(tiny_corpus)]
+    audio = [load_audio(os.path.join(base, item["audio"])) for item in items]
+
+    def exact(rec):
+        return sum(rec.transcribe(x) == item["text"] for x, item in zip(audio, items))
+
+    assert exact(fused) >= max(exact(plain), len(items) - 3)
+    other = str(tmp_path / "other.npz")
+    NgramLM.build([[1, 2, 3]], 2, tok.vocab_size, 1, "0" * 40).save(other)
+    with pytest.raises(CheckpointError, match="another tokenizer"):
+        load_recognizer(tiny_model, "torch", decoding=DecodingConfig(beam=4, lm=other))
