@@ -1,7 +1,8 @@
 """Score a model on a manifest: ``python -m cli.evaluate --manifest M [--model P] [--backend torch|onnx] --json OUT``.
 
-Prints WER (substitutions, deletions, insertions), CER and the real-time factor of streaming greedy
-decoding; ``--json`` writes ``{"wer", "rtf", "utterances": [{"audio", "ref", "hyp"}], ...}``.
+Prints WER (substitutions, deletions, insertions), CER and the real-time factor of streaming decoding
+(beam search with the model's language model unless ``--beam=1 --lm=`` asks for greedy); ``--json``
+writes ``{"wer", "rtf", "utterances": [{"audio", "ref", "hyp"}], "decoding": {...}, ...}``.
 ``--group_by=voice`` also scores each value of that manifest field apart (a line per voice, and
 ``"groups"`` in the JSON).
 """
@@ -10,7 +11,7 @@ from absl import flags as absl_flags
 
 from cli import flags
 from cli.common import model_path, output_file, run, write_json
-from rnnt.config import DecodingConfig
+from rnnt.config import DecodingConfig, to_dict
 
 absl_flags.DEFINE_string("manifest", None, "JSONL manifest to score (audio, text)")
 absl_flags.DEFINE_string("json", "", "write the full result (per-utterance hypotheses) to this file")
@@ -36,14 +37,15 @@ def main(argv: list[str]) -> int:
                                 F.group_by)
     c = res.counts
     print(f"WER {res.wer:.2%} (S {c.substitutions} D {c.deletions} I {c.insertions} / {c.reference_length} words)  "
-          f"CER {res.cer:.2%}  RTF {res.rtf:.4f}  ({len(res.utterances)} utterances, {res.audio_seconds:.1f} s)")
+          f"CER {res.cer:.2%}  RTF {res.rtf:.4f}  ({len(res.utterances)} utterances, {res.audio_seconds:.1f} s; "
+          f"{rec.decoding.describe()})")
     for g, r in res.groups.items():
         print(f"  {F.group_by}={g or '(none)'}: WER {r['wer']:.2%} CER {r['cer']:.2%} "
               f"({r['utterances']} utterances, {r['reference_words']} words)")
     for f in res.failed:
         print(f"failed: {f}")
     if F.json:
-        write_json(F.json, res.to_json(), "json")
+        write_json(F.json, {**res.to_json(), "decoding": to_dict(rec.decoding)}, "json")
     return 0
 
 

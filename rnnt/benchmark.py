@@ -115,8 +115,9 @@ def time_streaming(recognizer: Recognizer, utterances: list[Clip], name: str = "
 def decode_streams_batched(backend: Backend, decoding: DecodingConfig, audios: list[np.ndarray],
                            budget_seconds: float | None = None) -> tuple[float | None, list[Hypothesis]]:
     """Decode N streams together: per chunk, one encoder call on the stacked (N, C * S, F) features and
-    states, then greedy search per stream. Audio is fed in chunk-sized pieces, as live sources deliver it;
-    the last partial chunk is not decoded (a live stream has not finished).
+    states, then greedy search per stream (whatever ``decoding.beam`` says: capacity is measured greedy).
+    Audio is fed in chunk-sized pieces, as live sources deliver it; the last partial chunk is not decoded
+    (a live stream has not finished).
 
     Returns the compute seconds (None as soon as they exceed ``budget_seconds``) and each stream's
     hypothesis.

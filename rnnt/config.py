@@ -102,6 +102,16 @@ class DecodingConfig:
         """True when decoding is plain greedy search (beam 1, no language model; "auto" counts as one)."""
         return self.beam == 1 and not self.lm
 
+    def describe(self) -> str:
+        """One line for logs and reports: "greedy" or "beam 4 + lm.npz (weight 0.2, bonus 0.5/token)"."""
+        if self.greedy:
+            return "greedy"
+        import os
+
+        lm = (f" + {os.path.basename(self.lm)} (weight {self.lm_weight:g}, bonus {self.length_bonus:g}/token)"
+              if self.lm else "")
+        return f"beam {self.beam}{lm}"
+
 
 @dataclass(frozen=True)
 class EndpointConfig:

@@ -30,7 +30,8 @@ class NgramLM:
     """Log-probabilities of the next token given the previous ones, cached per context."""
 
     def __init__(self, order: int, vocab_size: int, unigram: np.ndarray,
-                 tables: list[dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, float]]], tokenizer_sha1: str = "") -> None:
+                 tables: list[dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, float]]],
+                 tokenizer_sha1: str = "") -> None:
         self.order = order
         self.vocab_size = vocab_size
         self.unigram = unigram.astype(np.float32)
@@ -60,7 +61,7 @@ class NgramLM:
             d += bow
             d[toks] = lp
         d[BOS] = -np.inf
-        if len(self._cache) > 200_000:
+        if len(self._cache) > 20_000:  # 1 KB a context at V = 256
             self._cache.clear()
         self._cache[context] = d
         return d
@@ -159,8 +160,8 @@ class NgramLM:
             arrays[f"ctx{k}"] = np.array(ctxs, np.uint16).reshape(len(ctxs), k)
             lens = [len(table[c][0]) for c in ctxs]
             arrays[f"off{k}"] = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
-            arrays[f"tok{k}"] = (np.concatenate([table[c][0] for c in ctxs]) if ctxs else np.zeros(0)).astype(np.uint16)
-            arrays[f"logp{k}"] = (np.concatenate([table[c][1] for c in ctxs]) if ctxs else np.zeros(0)).astype(np.float32)
+            arrays[f"tok{k}"] = _joined([table[c][0] for c in ctxs]).astype(np.uint16)
+            arrays[f"logp{k}"] = _joined([table[c][1] for c in ctxs]).astype(np.float32)
             arrays[f"bow{k}"] = np.array([table[c][2] for c in ctxs], np.float32)
         with open(path, "wb") as f:
             np.savez_compressed(f, **arrays)
@@ -201,6 +202,10 @@ def _check_fit(path: str, V: int, sha: str, tokenizer_sha1: str, vocab_size: int
         raise CheckpointError(f"language model {path} has {V} tokens but the model outputs {vocab_size}")
     if tokenizer_sha1 and sha and sha != tokenizer_sha1:
         raise CheckpointError(f"language model {path} was built with another tokenizer than the model's")
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0)
 
 
 def _discount(values: Iterable[int]) -> float:

@@ -18,10 +18,12 @@ from tests.conftest import TINY_STEPS, train_tiny
 
 
 def test_tiny_model_reaches_low_cer_on_its_corpus(tiny_model, tiny_corpus):
+    from rnnt.config import DecodingConfig
     from rnnt.evaluation import evaluate_manifest
     from rnnt.inference import load_recognizer
 
-    result = evaluate_manifest(load_recognizer(tiny_model, "torch", threads=2), tiny_corpus)
+    greedy = DecodingConfig(beam=1, lm="")  # the search training's dev evaluation uses
+    result = evaluate_manifest(load_recognizer(tiny_model, "torch", threads=2, decoding=greedy), tiny_corpus)
     assert len(result.utterances) == 20 and not result.failed
     assert result.cer < 0.20, [(u["ref"], u["hyp"]) for u in result.utterances]
 
