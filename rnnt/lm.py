@@ -16,6 +16,7 @@ context length k >= 1 the arrays ``ctx{k}`` (C_k, k), ``off{k}`` (C_k + 1), ``to
 
 from __future__ import annotations
 
+import os
 from collections import Counter, defaultdict
 from typing import Iterable
 
@@ -170,6 +171,7 @@ class NgramLM:
     def check_header(path: str, tokenizer_sha1: str = "", vocab_size: int = 0) -> None:
         """Raise ``CheckpointError`` unless ``path`` is a language model for this tokenizer and vocabulary
         (reads only the small header arrays)."""
+        _check_readable(path)
         try:
             with np.load(path, allow_pickle=False) as z:
                 V, sha = int(z["vocab_size"]), str(z["tokenizer_sha1"])
@@ -180,6 +182,7 @@ class NgramLM:
     @classmethod
     def load(cls, path: str, tokenizer_sha1: str = "", vocab_size: int = 0) -> "NgramLM":
         """Load a saved model; a tokenizer hash or vocabulary size that differs is a ``CheckpointError``."""
+        _check_readable(path)
         try:
             with np.load(path, allow_pickle=False) as z:
                 data = {k: z[k] for k in z.files}
@@ -195,6 +198,11 @@ class NgramLM:
             raise CheckpointError(f"{path} is not a language model written by cli.train_lm ({e})") from e
         _check_fit(path, V, sha, tokenizer_sha1, vocab_size)
         return cls(order, V, unigram, tables, sha)
+
+
+def _check_readable(path: str) -> None:
+    if not os.path.isfile(path):
+        raise CheckpointError(f"language model {path} does not exist")
 
 
 def _check_fit(path: str, V: int, sha: str, tokenizer_sha1: str, vocab_size: int) -> None:

@@ -52,6 +52,8 @@ def test_save_load_round_trip_and_checks(rng, tmp_path):
         NgramLM.load(path, tokenizer_sha1="def")
     with pytest.raises(CheckpointError, match="12 tokens"):
         NgramLM.load(path, vocab_size=40)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        NgramLM.load(str(tmp_path / "missing.npz"))
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
     with pytest.raises(CheckpointError, match="not a language model"):
