@@ -8,6 +8,7 @@ inference needs nothing but the model file.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,8 +107,6 @@ class DecodingConfig:
         """One line for logs and reports: "greedy" or "beam 4 + lm.npz (weight 0.2, bonus 0.5/token)"."""
         if self.greedy:
             return "greedy"
-        import os
-
         lm = (f" + {os.path.basename(self.lm)} (weight {self.lm_weight:g}, bonus {self.length_bonus:g}/token)"
               if self.lm else "")
         return f"beam {self.beam}{lm}"

@@ -202,15 +202,15 @@ class _Pipeline:
     # --- decoder thread ------------------------------------------------------------------------------
     def _decode(self) -> None:
         stream, timeline = self.rec.create_stream(), _Timeline()
-        decoded, shown = 0, ""
+        decoded, shown, seen = 0, "", None
         try:
             while (block := self.blocks.get()) is not _END:
                 t0 = time.perf_counter()
                 timeline.note(decoded, block.position)
-                tokens = stream.accept(block.samples)
+                stream.accept(block.samples)
                 decoded += len(block.samples)
-                # beam search may revise its best hypothesis before any token is stable
-                shown = self._emit(stream, timeline, shown, bool(tokens) or not self.rec.decoding.greedy)
+                shown = self._emit(stream, timeline, shown, stream.revision != seen)
+                seen = stream.revision
                 self.report.compute_seconds += time.perf_counter() - t0
                 self.report.audio_seconds = decoded / SAMPLE_RATE
                 self.report.latency.add(time.monotonic() - block.arrival)
@@ -225,7 +225,7 @@ class _Pipeline:
         finally:
             self.events.put(_END)
 
-    def _emit(self, stream, timeline: _Timeline, shown: str, new_tokens: bool) -> str:
+    def _emit(self, stream, timeline: _Timeline, shown: str, changed: bool) -> str:
         """Queue final events for closed utterances and a partial when the text changed; return the
         partial text now shown."""
         for u in stream.pop_finals():
@@ -234,7 +234,7 @@ class _Pipeline:
                 self.report.finals += 1
             timeline.forget_before(u.end)
             shown = ""
-        if new_tokens:
+        if changed:
             partial = stream.partial
             if partial.text != shown:
                 self.events.put(Event("partial", timeline.utterance(partial)))

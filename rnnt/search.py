@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rnnt.backend import Backend
-from rnnt.state import LstmState
+from rnnt.state import LstmState, stack_states, unstack_states
 
 BLANK = 0
 
@@ -54,6 +54,10 @@ class GreedySearch:
         return len(self.hyp.tokens)
 
     def stable_length(self) -> int:
+        return len(self.hyp.tokens)
+
+    def revision(self) -> int:
+        """Changes whenever the best hypothesis does (greedy only ever appends)."""
         return len(self.hyp.tokens)
 
 
@@ -113,12 +117,7 @@ class BeamHypothesis:
 
     def tokens(self) -> tuple[list[int], list[int]]:
         """(token ids, absolute frames) from the first token on."""
-        toks, frames, n = [], [], self.node
-        while n is not None:
-            toks.append(n.token)
-            frames.append(n.frame)
-            n = n.parent
-        return toks[::-1], frames[::-1]
+        return _walk(self.node, 0)
 
 
 class BeamSearch:
@@ -144,7 +143,7 @@ class BeamSearch:
 
     @property
     def best(self) -> BeamHypothesis:
-        return max(self.hyps, key=self._score)
+        return self.hyps[0]  # kept sorted by score
 
     def tokens(self) -> tuple[list[int], list[int]]:
         """The best hypothesis' (token ids, absolute frames)."""
@@ -152,13 +151,7 @@ class BeamSearch:
 
     def span(self, lo: int, hi: int) -> tuple[list[int], list[int]]:
         """Tokens ``lo .. hi`` of the best hypothesis, walking back only from ``hi``."""
-        n = _ancestor(self.best.node, hi)
-        toks, frames = [], []
-        while n is not None and n.length > lo:
-            toks.append(n.token)
-            frames.append(n.frame)
-            n = n.parent
-        return toks[::-1], frames[::-1]
+        return _walk(_ancestor(self.best.node, hi), lo)
 
     def last_frame(self) -> int | None:
         node = self.best.node
@@ -166,6 +159,10 @@ class BeamSearch:
 
     def length(self) -> int:
         return self.best.length
+
+    def revision(self) -> int:
+        """Changes whenever the best hypothesis' tokens do (the hash of its token sequence)."""
+        return self.best.key
 
     def stable_length(self) -> int:
         """How many leading tokens all hypotheses share."""
@@ -212,18 +209,16 @@ class BeamSearch:
                 break
             picks = np.argpartition(-flat, k - 1)[:k]
             rows, toks = np.divmod(picks, scores.shape[1])
-            states = [active[r].pred_state for r in rows]
             out, state = self.backend.predict(toks.astype(np.int64),
-                                              LstmState(np.concatenate([s.h for s in states], 1),
-                                                        np.concatenate([s.c for s in states], 1)))
+                                              stack_states([active[r].pred_state for r in rows]))
             expanded = []
-            for j, (r, tok) in enumerate(zip(rows.tolist(), toks.tolist())):
+            for j, (r, tok, row_state) in enumerate(zip(rows.tolist(), toks.tolist(), unstack_states(state))):
                 h = active[r]
                 node = _Node(tok, index, h.node, h.length + 1, hash((h.key, tok)))
                 lm_lp = float(lm_rows[r, tok]) if lm_rows is not None else 0.0
                 ctx = self.lm.advance(h.lm_context, tok) if self.lm is not None else ()
                 expanded.append(BeamHypothesis(node, h.am + logp[r, tok], h.lm + lm_lp, ctx, out[j : j + 1],
-                                               LstmState(state.h[:, j : j + 1], state.c[:, j : j + 1])))
+                                               row_state))
             active = expanded
         return sorted(done.values(), key=self._score, reverse=True)[: self.beam]
 
@@ -232,6 +227,16 @@ def _ancestor(node: _Node | None, length: int) -> _Node | None:
     while node is not None and node.length > length:
         node = node.parent
     return node
+
+
+def _walk(node: _Node | None, lo: int) -> tuple[list[int], list[int]]:
+    """(token ids, frames) of the tokens after the first ``lo``, up to ``node``."""
+    toks, frames = [], []
+    while node is not None and node.length > lo:
+        toks.append(node.token)
+        frames.append(node.frame)
+        node = node.parent
+    return toks[::-1], frames[::-1]
 
 
 def _merge(done: dict[int, BeamHypothesis], h: BeamHypothesis) -> None:

@@ -182,6 +182,11 @@ class Stream:
                          words[0].start if words else begin, words[-1].end if words else end, final)
 
     @property
+    def revision(self) -> tuple[int, int]:
+        """Changes whenever ``partial`` may have: a cheap test before building it."""
+        return self.utterance_index, self._search.revision()
+
+    @property
     def partial(self) -> Utterance:
         """The current (unfinished) utterance so far."""
         return self._utterance(final=False)
