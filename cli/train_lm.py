@@ -7,13 +7,13 @@ column: the corpus's ``text/train.tsv`` holds every training sentence, synthesiz
 one sentence a line. Never build it from dev or test text: the scores would flatter the model.
 """
 
-import json
 import os
 
 from absl import flags as absl_flags
 
 from cli.common import DEFAULT_ONNX, output_file, run
 from rnnt.errors import ConfigError, DataError
+from rnnt.lm import read_sentences
 
 absl_flags.DEFINE_list("text", [], "training text: .jsonl manifests ('text' fields), .tsv files (last column) or "
                        "plain text files, one sentence a line")
@@ -24,24 +24,6 @@ absl_flags.DEFINE_integer("order", 4, "n-gram order in tokens")
 absl_flags.DEFINE_integer("min_count", 2, "drop n-grams of order 3 and up seen fewer times than this")
 absl_flags.DEFINE_list("eval_text", [], "held-out text files (same formats) to report perplexity on")
 absl_flags.DEFINE_string("out", "lm.npz", "where to write the model (.npz)")
-
-
-def read_sentences(path: str) -> list[str]:
-    if not os.path.isfile(path):
-        raise DataError(f"text file {path} does not exist")
-    out = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            if path.endswith(".jsonl"):
-                try:
-                    out.append(str(json.loads(line)["text"]))
-                except (ValueError, KeyError, TypeError) as e:
-                    raise DataError(f"{path}:{n}: not a manifest line with a 'text' field") from e
-            else:
-                out.append(line.rstrip("\n").split("\t")[-1])
-    return out
 
 
 def load_tokenizer(path: str):
@@ -71,7 +53,7 @@ def main(argv: list[str]) -> int:
         raise ConfigError(f"--order and --min_count must be >= 1, got {F.order} and {F.min_count}")
     output_file(F.out, "out")
     tok = load_tokenizer(F.tokenizer)
-    sentences = [s for p in F.text for s in read_sentences(p)]
+    sentences = list(dict.fromkeys(s for p in F.text for s in read_sentences(p)))  # each sentence once
     if not sentences:
         raise DataError(f"no sentences in {', '.join(F.text)}")
     seqs = [tok.encode(s) for s in tqdm(sentences, desc="tokenize", unit="line", disable=None)]

@@ -478,6 +478,30 @@ def build_sentences(cfg: CorpusConfig) -> dict[str, list[Sentence]]:
             "train": pool[cfg.heldout_sentences: total]}
 
 
+def lm_sentences(cfg: CorpusConfig, exclude: set[str], generated: int = 0, words: int = 0,
+                 seed: int = 0) -> Iterator[str]:
+    """Normalized text for a language model, none of it in ``exclude`` (the held-out sentences).
+
+    Every distinct natural sentence of ``cfg``'s sources (the corpus draws only part of them), then
+    ``generated`` generated and ``words`` word-list sentences drawn with ``seed``; each text at most once.
+    """
+    seen = set(exclude)
+    names = cfg.source_names()
+    vocab = load_vocabulary() if {"fortunes", "gcide"} & set(names) else set()
+    rng = np.random.default_rng([seed, 7])
+    pools: list[Iterable[Sentence]] = [_natural_sentences(s, cfg, vocab) for s in ("fortunes", "gcide")
+                                       if s in names]
+    if words:
+        pools.append(_as_sentences(word_list_sentences(rng, words)))
+    if generated:
+        pools.append(_as_sentences(generated_sentences(rng, generated)))
+    for pool in pools:
+        for s in pool:
+            if s.text and s.text not in seen and cfg.min_words <= len(s.text.split()) <= cfg.max_words:
+                seen.add(s.text)
+                yield s.text
+
+
 def write_sentences(sentences: dict[str, list[Sentence]], out_dir: str) -> None:
     """``out_dir/text/<split>.tsv`` with columns raw, spoken, text."""
     os.makedirs(os.path.join(out_dir, "text"), exist_ok=True)

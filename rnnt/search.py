@@ -126,14 +126,14 @@ class BeamSearch:
     Per encoder frame, hypotheses either take blank (and are done with the frame) or one more token; a
     frame allows at most ``max_symbols_per_frame`` tokens. Hypotheses that reach the same tokens merge
     (their transducer probabilities add). The ranking score is ``am + lm_weight * lm + length_bonus *
-    tokens``. Candidates scoring below the beam-th hypothesis already done with the frame are dropped.
+    tokens``. Candidates scoring below the beam-th hypothesis already done with the frame are dropped. Without a language model both weights are 0.
     Tokens shared by every hypothesis (``stable_length``) can never change.
     """
 
     def __init__(self, backend: Backend, beam: int, max_symbols_per_frame: int, lm=None, lm_weight: float = 0.0,
                  length_bonus: float = 0.0) -> None:
         self.backend, self.beam, self.max_symbols = backend, beam, max_symbols_per_frame
-        self.lm, self.lm_weight, self.length_bonus = lm, lm_weight if lm is not None else 0.0, length_bonus
+        self.lm, self.lm_weight, self.length_bonus = lm, lm_weight if lm is not None else 0.0, (length_bonus if lm is not None else 0.0)
         out, state = backend.predict(np.array([BLANK], dtype=np.int64), backend.init_predictor_state(1))
         start = lm.start() if lm is not None else ()
         self.hyps = [BeamHypothesis(None, 0.0, 0.0, start, out, state)]

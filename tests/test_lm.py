@@ -60,6 +60,20 @@ def test_save_load_round_trip_and_checks(rng, tmp_path):
         NgramLM.load(str(bad))
 
 
+def test_packed_tables_store_only_contexts_with_continuations(rng):
+    lm = NgramLM.build(_sequences(rng), 4, 12, 3)
+    for k, table in enumerate(lm.tables, start=1):
+        assert table.ctx.shape == (len(table), k)
+        assert np.all(np.diff(table.off) > 0)  # a context whose every n-gram was dropped is not stored
+        for row in table.ctx.tolist():
+            toks, lp, bow = table.get(tuple(row))
+            assert len(toks) == len(lp) > 0 and bow <= 0
+    seen = {tuple(r) for r in lm.tables[2].ctx.tolist()}
+    unseen = next(c for c in ((a, b, c) for a in range(12) for b in range(12) for c in range(12)) if c not in seen)
+    assert lm.tables[2].get(unseen) is None
+    np.testing.assert_array_equal(lm.logprobs(unseen), lm.logprobs(unseen[1:]))  # it backs off exactly
+
+
 def _train_lm(*args):
     return subprocess.run([sys.executable, "-m", "cli.train_lm", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=300)
@@ -74,6 +88,10 @@ def test_train_lm_command(tiny_corpus, tmp_path):
     assert "perplexity" in proc.stdout and out.exists()
     lm = NgramLM.load(str(out), vocab_size=256)
     assert lm.order == 3
+    once = next(line for line in proc.stdout.splitlines() if line.startswith("wrote"))
+    proc = _train_lm(f"--text={tiny_corpus},{tiny_corpus}", f"--out={out}", "--order=3",
+                     f"--tokenizer={os.path.join(REPO, 'models', 'en_small', 'onnx', 'tokenizer.model')}")
+    assert proc.returncode == 0 and once in proc.stdout  # a sentence given twice is counted once
 
     for args, message in [([f"--text={tmp_path / 'missing.txt'}"], "does not exist"),
                           ([], "--text is required"),
@@ -106,3 +124,30 @@ def test_auto_finds_the_language_model_beside_the_model(tiny_model, tmp_path, ca
     with caplog.at_level("WARNING"):
         rec = load_recognizer(str(model))  # an LM for another tokenizer is skipped with a warning
     assert rec.lm is None and "another tokenizer" in caplog.text
+
+
+def _lm_text(*args):
+    return subprocess.run([sys.executable, "-m", "cli.lm_text", "--sources=generated,words", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_lm_text_writes_unique_sentences_and_leaves_out_held_out_ones(tmp_path):
+    from rnnt.text import normalize
+
+    out = tmp_path / "lm.txt"
+    proc = _lm_text("--generated=300", "--words=40", f"--out={out}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = out.read_text().splitlines()
+    assert 300 < len(lines) <= 340 and len(set(lines)) == len(lines)
+    assert all(line == normalize(line) and line for line in lines)
+    assert any(line.startswith(("what is", "the train leaves at")) for line in lines)
+
+    held = tmp_path / "test.tsv"  # the corpus's layout: raw, spoken, text
+    held.write_text("".join(f"raw\tspoken\t{line}\n" for line in lines[:25]))
+    proc = _lm_text("--generated=300", "--words=40", f"--out={out}", f"--exclude={held}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    again = out.read_text().splitlines()
+    assert again == lines[25:] and "25 held-out sentences excluded" in proc.stdout
+
+    proc = _lm_text(f"--out={out}", f"--exclude={tmp_path / 'missing.tsv'}")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and "does not exist" in proc.stderr
