@@ -32,8 +32,7 @@ class NgramLM:
     """Log-probabilities of the next token given the previous ones, cached per context."""
 
     def __init__(self, order: int, vocab_size: int, unigram: np.ndarray,
-                 tables: list["ContextTable"],
-                 tokenizer_sha1: str = "") -> None:
+                 tables: list["ContextTable"], tokenizer_sha1: str = "") -> None:
         self.order = order
         self.vocab_size = vocab_size
         self.unigram = unigram.astype(np.float32)
