@@ -87,7 +87,7 @@ class ModelConfig:
 class DecodingConfig:
     max_symbols_per_frame: int = 5  # most tokens emitted for one encoder frame
     chunk_frames: int = 4  # encoder frames per encoder call (latency = chunk_frames * stack * 10 ms)
-    beam: int = 8  # hypotheses kept by beam search (1 with no language model = greedy search)
+    beam: int = 12  # hypotheses kept by beam search (1 with no language model = greedy search)
     lm: str = "auto"  # token n-gram LM (.npz from cli.train_lm) fused into the search; "auto": the lm.npz beside the model if any; "" = none
     lm_weight: float = 0.3  # weight of the language model's log-probabilities in the search's ranking
     length_bonus: float = 1.0  # added to a hypothesis' score per token (offsets the language model's pull to short outputs)
@@ -104,7 +104,7 @@ class DecodingConfig:
         return self.beam == 1 and not self.lm
 
     def describe(self) -> str:
-        """One line for logs and reports: "greedy" or "beam 8 + lm.npz (weight 0.3, bonus 1/token)"."""
+        """One line for logs and reports: "greedy" or "beam 12 + lm.npz (weight 0.3, bonus 1/token)"."""
         if self.greedy:
             return "greedy"
         lm = (f" + {os.path.basename(self.lm)} (weight {self.lm_weight:g}, bonus {self.length_bonus:g}/token)"
