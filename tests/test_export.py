@@ -74,13 +74,39 @@ def test_int8_folder_is_complete_and_close(random_model, tmp_path):
     ops = {n.op_type for n in onnx.load(os.path.join(q, GRAPH_FILES["encoder"])).graph.node}
     assert "DynamicQuantizeLSTM" in ops and "MatMulInteger" in ops
     cfg = json.load(open(os.path.join(q, CONFIG_FILE)))
-    assert cfg["quantization"] == "int8-dynamic" and cfg["int8_weight_bits"] == 7
+    assert cfg["quantization"] == "int8-dynamic" and cfg["int8_weight_bits"] == 7 and cfg["int8_per_channel"]
     for file in GRAPH_FILES.values():
         meta = {p.key: p.value for p in onnx.load(os.path.join(q, file)).metadata_props}
         assert meta["quantization"] == "int8-dynamic"
         assert os.path.getsize(os.path.join(q, file)) < os.path.getsize(tmp_path / file)
     model, _ = load_model(random_model)
     assert verify(model, q, tolerance=None).worst < 0.1
+
+
+def _weight_scales(folder: str) -> dict:
+    """Sizes of the int8 weight scales in the encoder graph, by the quantized op that reads the weight."""
+    from onnx import numpy_helper
+
+    graph = onnx.load(os.path.join(folder, GRAPH_FILES["encoder"])).graph
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    sizes = {}
+    for node in graph.node:
+        if node.op_type in ("MatMulInteger", "DynamicQuantizeLSTM") and node.input[1] in inits:
+            scale = inits[node.input[1].replace("_quantized", "_scale")]  # the quantizer's naming
+            sizes.setdefault(node.op_type, []).append(scale.size)
+    return sizes
+
+
+def test_int8_weights_have_one_scale_per_output_channel(random_model, tmp_path):
+    _export(random_model, str(tmp_path))
+    per_channel = _weight_scales(quantize_int8(str(tmp_path), str(tmp_path / "pc")))
+    per_tensor = _weight_scales(quantize_int8(str(tmp_path), str(tmp_path / "pt"), per_channel=False))
+    assert set(per_channel) == {"MatMulInteger", "DynamicQuantizeLSTM"} == set(per_tensor)
+    assert all(n == 1 for sizes in per_tensor.values() for n in sizes)
+    # an LSTM weight (directions, 4 * hidden, input) gets one scale per gate row of each direction
+    assert all(n > 1 for sizes in per_channel.values() for n in sizes), per_channel
+    lstm = per_channel["DynamicQuantizeLSTM"]
+    assert all(n % 4 == 0 for n in lstm), lstm
 
 
 def _run_all(folder: str, examples: dict) -> dict:
@@ -191,6 +217,7 @@ def test_export_cli_with_int8_and_wer(tiny_model, tiny_corpus, tmp_path):
     assert set(wers) == {"torch fp32", "onnx fp32", "onnx int8"}
     assert wers["torch fp32"] == wers["onnx fp32"]
     assert os.path.isfile(out / "int8" / GRAPH_FILES["encoder"])
+    assert json.load(open(out / "int8" / CONFIG_FILE))["int8_per_channel"] is True
 
 
 def test_export_cli_one_line_error(tmp_path):
