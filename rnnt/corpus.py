@@ -22,7 +22,7 @@ through a telephone or low-bitrate codec with ffmpeg.
 
 Engines with few speakers (flite, festival, Piper) get more: with ``world_prob`` a share of their
 training utterances is voice-converted by WORLD analysis and resynthesis (pyworld), each base voice
-into ``world_speakers`` fixed new speakers named ``<voice>~w<k>``, each with its own pitch factor and
+into ``world_speakers`` fixed new speakers named ``<voice>~w<k>`` (``~s<world_seed>w<k>`` for another set), each with its own pitch factor and
 spectral-envelope warp (formants moved up or down together, as a shorter or longer vocal tract does).
 
 Layout under ``out_dir``: ``text/{train,dev,test}.tsv`` (raw, spoken, text), ``audio/<voice>/<id>.flac``,
@@ -101,6 +101,7 @@ class CorpusConfig:
     world_prob: float = 0.0  # share of those engines' training utterances read by a converted speaker (needs pyworld); 0 = none
     world_speakers: int = 8  # converted speakers made from each base voice of world_engines
     world_warp: float = 0.14  # converted speakers' envelope warps span exp(+-world_warp) (0.14: formants 13% down to 15% up)
+    world_seed: int = -1  # -1: converted speakers drawn from seed (the same first N in every reading); M >= 0: another set, named <voice>~s<M>w<k>
 
     def __post_init__(self) -> None:
         def check(cond: bool, msg: str) -> None:
@@ -138,6 +139,7 @@ class CorpusConfig:
         check(all(e in ENGINES for e in self.world_engine_names()),
               f"world_engines must be a comma list from {','.join(ENGINES)}, got {self.world_engines!r}")
         check(self.voice_seed >= -1, f"voice_seed must be -1 or >= 0, got {self.voice_seed}")
+        check(self.world_seed >= -1, f"world_seed must be -1 or >= 0, got {self.world_seed}")
         check(-1 <= self.train_start < self.num_sentences,
               f"train_start must be -1 or a training sentence index below num_sentences, got {self.train_start}")
 
@@ -808,19 +810,25 @@ def trim_silence(samples: np.ndarray, rng: np.random.Generator, pad: tuple[float
 # Jobs
 # --------------------------------------------------------------------------------------------------
 
-def world_voices(base: Voice, count: int, seed: int, warp_range: float = CorpusConfig.world_warp) -> list[Voice]:
-    """``count`` fixed WORLD-converted speakers made from ``base``, the same for the same seed.
+def world_voices(base: Voice, count: int, seed: int, warp_range: float = CorpusConfig.world_warp,
+                 world_seed: int = -1) -> list[Voice]:
+    """``count`` fixed WORLD-converted speakers made from ``base``, the same for the same seed. The first
+    ``k`` of ``count`` are the same speakers for any ``count`` >= ``k`` (and the same sizes for any warp), so
+    a reading with more speakers repeats the smaller reading's; a ``world_seed`` of 0 or more draws a set
+    of its own instead, named ``<voice>~s<world_seed>w<k>``.
 
     A speaker's "size" z in [-1, 1] scales the envelope's frequency axis by exp(warp_range z) (0.14:
     formants 13% down to 15% up) and the pitch by exp(0.25 z) times a factor of its own within +-12%,
     so smaller speakers mostly speak higher, as people do."""
-    rng = np.random.default_rng([seed, 11, zlib.crc32(base.name.encode())])
+    crc = zlib.crc32(base.name.encode())
+    rng = np.random.default_rng([seed, 11, crc] if world_seed < 0 else [world_seed, 13, crc])
+    tag = "~w" if world_seed < 0 else f"~s{world_seed}w"
     out = []
     for k in range(count):
         z = float(rng.uniform(-1, 1))
         warp = float(np.exp(warp_range * z))
         f0 = float(np.exp(0.25 * z + rng.uniform(-0.12, 0.12)))
-        out.append(dataclasses.replace(base, name=f"{base.name}~w{k}", world=(round(f0, 4), round(warp, 4))))
+        out.append(dataclasses.replace(base, name=f"{base.name}{tag}{k}", world=(round(f0, 4), round(warp, 4))))
     return out
 
 
@@ -918,7 +926,7 @@ def plan_jobs(cfg: CorpusConfig, voices: list[Voice], sentences: dict[str, list[
     of that voice's converted speakers (``world_voices``) with that probability."""
     train_voices, test_voices = split_voices(cfg, voices)
     pool, p = _voice_sampler(cfg, [v for v in train_voices if cfg.weights()[v.engine] > 0])
-    converted = {v.name: world_voices(v, cfg.world_speakers, cfg.seed, cfg.world_warp) for v in pool
+    converted = {v.name: world_voices(v, cfg.world_speakers, cfg.seed, cfg.world_warp, cfg.world_seed) for v in pool
                  if v.engine in cfg.world_engine_names()} if cfg.world_prob > 0 else {}
     rng = np.random.default_rng([cfg.seed, 2])
     jobs = []
@@ -1030,7 +1038,7 @@ def prepare(cfg: CorpusConfig) -> list[Job]:
     meta_path = os.path.join(cfg.out_dir, "config.json")
     # The settings one out_dir is made with (the text, and which reading of it). voice_seed and world_* came
     # later: a folder made before them lacks them and was made as their defaults (voice_seed -1) say.
-    later = ("world_prob", "world_engines", "world_speakers", "world_warp")
+    later = ("world_prob", "world_engines", "world_speakers", "world_warp", "world_seed")
     fixed = {"num_sentences": None, "heldout_sentences": None, "dev_sentences": None, "sources": None,
              "generated_share": None, "words_share": None, "min_words": None, "max_words": None, "seed": None,
              "voice_seed": -1, **{k: getattr(CorpusConfig, k) for k in later}}

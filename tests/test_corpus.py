@@ -42,7 +42,7 @@ def read_jsonl(path):
                                 dict(workers=0), dict(codec_prob=1.5), dict(train_order="random"),
                                 dict(train_start=-2), dict(train_start=8), dict(voice_seed=-2),
                                 dict(world_prob=1.5), dict(world_speakers=0), dict(world_engines="flite,nope"),
-                                dict(world_warp=-0.1), dict(world_warp=0.5)])
+                                dict(world_warp=-0.1), dict(world_warp=0.5), dict(world_seed=-2)])
 def test_config_rejects_bad_values(kw):
     with pytest.raises(ConfigError):
         tiny_config("x", **kw)
@@ -282,6 +282,12 @@ def test_world_voices_are_fixed_speakers_of_their_base_voice():
     wide = corpus.world_voices(base, 6, seed=3, warp_range=0.28)  # the same sizes, twice the log-warp
     assert all(abs(np.log(w2) - 2 * np.log(w1)) < 1e-3 for (_, w1), (_, w2) in zip((v.world for v in made),
                                                                                  (v.world for v in wide)))
+    assert corpus.world_voices(base, 12, seed=3)[:6] == made  # more speakers repeat the first ones
+    other = corpus.world_voices(base, 6, seed=3, world_seed=9)  # a set of its own, under its own names
+    assert [v.name for v in other] == [f"flite_awb~s9w{k}" for k in range(6)]
+    assert not {v.world for v in other} & {v.world for v in made}
+    assert other == corpus.world_voices(base, 6, seed=3, world_seed=9)
+    assert other != corpus.world_voices(base, 6, seed=3, world_seed=10)
 
 
 def test_world_convert_moves_pitch_and_keeps_the_length():
@@ -323,5 +329,12 @@ def test_world_prob_gives_training_jobs_to_converted_speakers(tmp_path):
     with pytest.raises(ConfigError, match="different world_prob"):  # one out_dir holds one reading
         corpus.prepare(dataclasses.replace(cfg, out_dir=str(tmp_path / "b"), world_engines="flite",
                                            world_speakers=3))
+    with pytest.raises(ConfigError, match="different world_seed"):
+        corpus.prepare(dataclasses.replace(cfg, out_dir=str(tmp_path / "b"), world_prob=0.6,
+                                           world_engines="flite", world_speakers=3, world_seed=2))
+    own = corpus.prepare(dataclasses.replace(cfg, out_dir=str(tmp_path / "c"), world_prob=0.6,
+                                             world_engines="flite", world_speakers=3, world_seed=2))
+    assert [(j.id, j.voice.name.replace("~s2w", "~w")) for j in own] == [(j.id, j.voice.name) for j in conv]
+    assert {j.voice.world for j in own if j.voice.world}.isdisjoint({j.voice.world for j in converted})
     audio = corpus.render(converted[0])  # end to end: engine, conversion, trimming, level
     assert len(audio) > SAMPLE_RATE // 2 and 0.25 < float(np.max(np.abs(audio))) <= 0.9
