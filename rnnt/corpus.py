@@ -22,8 +22,9 @@ through a telephone or low-bitrate codec with ffmpeg.
 
 Engines with few speakers (flite, festival, Piper) get more: with ``world_prob`` a share of their
 training utterances is voice-converted by WORLD analysis and resynthesis (pyworld), each base voice
-into ``world_speakers`` fixed new speakers named ``<voice>~w<k>`` (``~s<world_seed>w<k>`` for another set), each with its own pitch factor and
-spectral-envelope warp (formants moved up or down together, as a shorter or longer vocal tract does).
+into ``world_speakers`` fixed new speakers named ``<voice>~w<k>`` (``~s<world_seed>w<k>`` for a set
+drawn by ``world_seed``), each with its own pitch factor and spectral-envelope warp (formants moved up
+or down together, as a shorter or longer vocal tract does).
 
 Layout under ``out_dir``: ``text/{train,dev,test}.tsv`` (raw, spoken, text), ``audio/<voice>/<id>.flac``,
 ``records.jsonl`` (one line per finished utterance; the resume state), and the manifests
