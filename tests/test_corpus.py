@@ -42,7 +42,8 @@ def read_jsonl(path):
                                 dict(workers=0), dict(codec_prob=1.5), dict(train_order="random"),
                                 dict(train_start=-2), dict(train_start=8), dict(voice_seed=-2),
                                 dict(world_prob=1.5), dict(world_speakers=0), dict(world_engines="flite,nope"),
-                                dict(world_warp=-0.1), dict(world_warp=0.5), dict(world_seed=-2)])
+                                dict(world_warp=-0.1), dict(world_warp=0.5), dict(world_seed=-2),
+                                dict(dectalk_speakers=-1)])
 def test_config_rejects_bad_values(kw):
     with pytest.raises(ConfigError):
         tiny_config("x", **kw)
@@ -115,12 +116,47 @@ def _job(engine: str, ident: str) -> corpus.Job:
                       "hello there world", 1.0, 1.05, "", 3)
 
 
-@pytest.mark.parametrize("engine,ident", [("festival", "kal_diphone"), ("piper", "joe"), ("kokoro", "jf_alpha")])
+@pytest.mark.parametrize("engine,ident", [("festival", "kal_diphone"), ("piper", "joe"), ("kokoro", "jf_alpha"),
+                                          ("dectalk", "[:np]")])
 def test_optional_engines_render(engine, ident):
     if not corpus._probe(engine):
         pytest.skip(f"{engine} is not installed")
     y = corpus.render(_job(engine, ident))
     assert y.dtype == np.float32 and 0.5 < len(y) / SAMPLE_RATE < 4 and np.max(np.abs(y)) > 0.2
+
+
+def test_dectalk_voices_are_fixed_designed_speakers():
+    made = corpus.dectalk_voices(5, seed=3)
+    assert made == corpus.dectalk_voices(5, seed=3)  # a speaker is the same in every run
+    assert [v.name for v in made[:9]] == [f"dectalk_{n}" for n in corpus.DECTALK_VOICES]
+    designed = made[9:]
+    assert len(designed) == 8 * 5  # Wendy whispers: no speakers are designed from her
+    assert not any(v.name.startswith("dectalk_wendy~") for v in designed)
+    assert [v.name for v in designed[:5]] == [f"dectalk_paul~d{k}" for k in range(5)]
+    assert all(v.engine == "dectalk" and v.ident.startswith("[:n") and "[:dv hs " in v.ident for v in designed)
+    assert len({v.ident for v in designed}) == len(designed)
+    sizes = [int(v.ident.split("hs ")[1].split()[0]) for v in designed]
+    assert all(81 <= hs <= 123 for hs in sizes)
+    paul = [v for v in designed if v.name.startswith("dectalk_paul~")]
+    kit = [v for v in designed if v.name.startswith("dectalk_kit~")]
+    assert max(v.pitch_hz for v in paul) < min(v.pitch_hz for v in kit)  # a child stays higher than a man
+    assert corpus.dectalk_voices(9, seed=3)[9:14] == designed[:5]  # more speakers repeat the first ones
+    assert corpus.dectalk_voices(5, seed=4)[9:] != designed
+
+
+def test_dectalk_pitch_and_size_change_the_audio():
+    if not corpus._probe("dectalk"):
+        pytest.skip("dectalk is not installed")
+    pw = corpus._pyworld()
+    low, high = corpus.Voice("dectalk_a", "dectalk", "[:np]", pitch_hz=100.0), \
+        corpus.Voice("dectalk_b", "dectalk", "[:np][:dv hs 85]", pitch_hz=200.0)
+
+    def median_f0(voice):
+        y = corpus.render(dataclasses.replace(_job("dectalk", ""), voice=voice, pitch=1.0))
+        f0, _ = pw.dio(y.astype(np.float64), SAMPLE_RATE)
+        return float(np.median(f0[f0 > 0]))
+
+    assert median_f0(high) / median_f0(low) == pytest.approx(2.0, rel=0.15)
 
 
 def test_kokoro_phonemes_use_misaki_symbols():
