@@ -15,10 +15,10 @@ Feeding the engines the spoken form (never the raw text) is what keeps audio and
 engines expand numbers and abbreviations their own way, so sentences with abbreviations are dropped.
 
 Voices are every working engine's English voices (espeak-ng accents x variants, flite, festival, Piper,
-Kokoro with mixed style vectors, DECtalk's nine voices and speakers designed from them). Rate and pitch vary per utterance; for engines without a pitch
-control the pitch moves by reading the audio at a shifted sample rate after asking the engine for a
-compensating duration, which also moves the formants (new pseudo-speakers). A share of utterances goes
-through a telephone or low-bitrate codec with ffmpeg.
+Kokoro with mixed style vectors, DECtalk's nine voices and speakers designed from them). Rate and pitch
+vary per utterance; for engines without a pitch control the pitch moves by reading the audio at a
+shifted sample rate after asking the engine for a compensating duration, which also moves the formants
+(new pseudo-speakers). A share of utterances goes through a telephone or low-bitrate codec with ffmpeg.
 
 Engines with few speakers (flite, festival, Piper) get more: with ``world_prob`` a share of their
 training utterances is voice-converted by WORLD analysis and resynthesis (pyworld), each base voice
@@ -616,9 +616,8 @@ def dectalk_voices(num_speakers: int, seed: int) -> list[Voice]:
     of 82% to 122% (formants up or down together), an average pitch that follows the size (smaller speakers
     speak higher) within +-15% of its own, and its own pitch range, breathiness, smoothness, richness,
     laryngealization and assertiveness. ``pitch_hz`` keeps the average pitch, which each utterance scales."""
-    base = [Voice(f"dectalk_{name}", "dectalk", f"[:n{letter}]", pitch_hz=float(ap))
-            for name, (letter, ap) in DECTALK_VOICES.items()]
-    out = list(base)
+    out = [Voice(f"dectalk_{name}", "dectalk", f"[:n{letter}]", pitch_hz=float(ap))
+           for name, (letter, ap) in DECTALK_VOICES.items()]
     for name, (letter, ap) in DECTALK_VOICES.items():
         if ap == 0:
             continue
@@ -812,7 +811,8 @@ def _synth_kokoro(voice: Voice, text: str, rate: float, pitch: float, rng: np.ra
 def _synth_dectalk(voice: Voice, text: str, rate: float, pitch: float, rng: np.random.Generator):
     say = _dectalk_say()
     path = os.path.join(_Worker.tmpdir(), "dectalk.wav")
-    command = voice.ident + (f"[:dv ap {voice.pitch_hz * pitch:.0f}]" if voice.pitch_hz else "") + f"[:ra {DECTALK_RATE * rate:.0f}]"
+    pitch_command = f"[:dv ap {voice.pitch_hz * pitch:.0f}]" if voice.pitch_hz else ""
+    command = f"{voice.ident}{pitch_command}[:ra {DECTALK_RATE * rate:.0f}]"
     if os.path.exists(path):
         os.remove(path)
     proc = subprocess.run([say, "-pre", command, "-fo", path, "-a", text], capture_output=True, timeout=120,

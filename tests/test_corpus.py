@@ -144,12 +144,12 @@ def test_dectalk_voices_are_fixed_designed_speakers():
     assert corpus.dectalk_voices(5, seed=4)[9:] != designed
 
 
-def test_dectalk_pitch_and_size_change_the_audio():
+def test_dectalk_speaker_pitch_reaches_the_audio():
     if not corpus._probe("dectalk"):
         pytest.skip("dectalk is not installed")
     pw = corpus._pyworld()
-    low, high = corpus.Voice("dectalk_a", "dectalk", "[:np]", pitch_hz=100.0), \
-        corpus.Voice("dectalk_b", "dectalk", "[:np][:dv hs 85]", pitch_hz=200.0)
+    low = corpus.Voice("dectalk_a", "dectalk", "[:np]", pitch_hz=100.0)
+    high = corpus.Voice("dectalk_b", "dectalk", "[:np][:dv hs 85]", pitch_hz=200.0)  # a designed speaker
 
     def median_f0(voice):
         y = corpus.render(dataclasses.replace(_job("dectalk", ""), voice=voice, pitch=1.0))
