@@ -51,14 +51,15 @@ def main() -> int:
     groups = collections.defaultdict(list)
     for r in rows:
         groups[r["group"]].append(r)
+    scores = {}
     for name, part in [("all", rows)] + (sorted(groups.items()) if args.group_by else []):
         wer = corpus_wer([r["ref"] for r in part], [r["hyp"] for r in part])
         cer = corpus_cer([r["ref"] for r in part], [r["hyp"] for r in part])
+        scores.setdefault(name, (wer, cer))
         print(f"{name:<10} WER {100 * wer.rate:.2f}% (S {wer.substitutions} D {wer.deletions} I {wer.insertions} / "
               f"{wer.reference_length} words)  CER {100 * cer.rate:.2f}%  ({len(part)} utterances)")
     if args.json:
-        wer = corpus_wer([r["ref"] for r in rows], [r["hyp"] for r in rows])
-        cer = corpus_cer([r["ref"] for r in rows], [r["hyp"] for r in rows])
+        wer, cer = scores["all"]
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"wer": wer.rate, "cer": cer.rate, "utterances": rows}, f, indent=1)
     return 0

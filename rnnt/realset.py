@@ -23,10 +23,11 @@ import subprocess
 import tarfile
 import urllib.parse
 import urllib.request
-import wave
 from collections.abc import Callable, Iterable
 
+from rnnt.audio import duration_seconds, ffmpeg_binary
 from rnnt.errors import AudioError, ConfigError
+from rnnt.manifest import write_text_atomically
 
 _MAX_SECONDS = 30.0
 GROUPS = ("asterisk", "ljspeech", "mfa", "timit", "misc")
@@ -244,17 +245,13 @@ def fetch(key: str, cache: str) -> str:
 
 def to_wav(src: str, dst: str) -> float:
     """Convert ``src`` to 16 kHz mono 16-bit ``dst`` with ffmpeg; returns its duration in seconds."""
-    cmd = ["ffmpeg", "-nostdin", "-y", "-v", "error", "-i", src, "-ac", "1", "-ar", "16000", "-sample_fmt", "s16",
-           "-bitexact", dst + ".part.wav"]
-    try:
-        run = subprocess.run(cmd, capture_output=True, text=True)
-    except FileNotFoundError:
-        raise AudioError("ffmpeg is not installed (apt-get install ffmpeg)") from None
+    cmd = [ffmpeg_binary(), "-nostdin", "-y", "-v", "error", "-i", src, "-ac", "1", "-ar", "16000",
+           "-sample_fmt", "s16", "-bitexact", dst + ".part.wav"]
+    run = subprocess.run(cmd, capture_output=True, text=True)
     if run.returncode:
         raise AudioError(f"ffmpeg could not convert {src}: {run.stderr.strip()[-200:]}")
     os.replace(dst + ".part.wav", dst)
-    with wave.open(dst) as w:
-        return w.getnframes() / w.getframerate()
+    return duration_seconds(dst)
 
 
 def build_realset(cfg: RealSetConfig, progress: Callable[[list], Iterable] | None = None) -> list[dict]:
@@ -283,8 +280,5 @@ def build_realset(cfg: RealSetConfig, progress: Callable[[list], Iterable] | Non
         pkg = PACKAGES[item.package]
         lines.append({"audio": f"audio/{item.name}.wav", "text": item.text, "duration": round(seconds, 3),
                       "group": group, "speaker": item.speaker, "source": f"{pkg.name} {pkg.version}: {item.member}"})
-    path = os.path.join(cfg.out_dir, "manifest.jsonl")
-    with open(path + ".part", "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(line) + "\n" for line in lines)
-    os.replace(path + ".part", path)
+    write_text_atomically(os.path.join(cfg.out_dir, "manifest.jsonl"), "".join(json.dumps(x) + "\n" for x in lines))
     return lines
