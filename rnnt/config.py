@@ -139,6 +139,8 @@ class AugmentConfig:
     vtlp: float = 0.1  # vocal-tract-length warp factor drawn from [1-x, 1+x] on the mel axis; 0 disables
     formant_warp: float = 0.0  # spectral-envelope (formant) warp factor from [1-x, 1+x], pitch kept; 0 disables
     spec_eq_db: float = 0.0  # random smooth equalizer on the log-mel axis, up to +-x dB per utterance; 0 disables
+    tempo_warp: float = 0.0  # local tempo: each stretch of tempo_frames frames is sped up or slowed by up to (1+x)x, length kept; 0 disables
+    tempo_frames: int = 40  # frames per stretch of one tempo (40: 0.4 s at a 10 ms hop)
     spec_freq_masks: int = 2  # SpecAugment frequency masks
     spec_freq_width: int = 15  # widest frequency mask in bins
     spec_time_masks: int = 4  # SpecAugment time masks
@@ -153,6 +155,8 @@ class AugmentConfig:
         _check(0.0 <= self.vtlp < 0.5, f"vtlp must be in [0, 0.5), got {self.vtlp}")
         _check(0.0 <= self.formant_warp < 0.5, f"formant_warp must be in [0, 0.5), got {self.formant_warp}")
         _check(0.0 <= self.spec_eq_db <= 30.0, f"spec_eq_db must be in [0, 30], got {self.spec_eq_db}")
+        _check(0.0 <= self.tempo_warp <= 1.0, f"tempo_warp must be in [0, 1], got {self.tempo_warp}")
+        _check(self.tempo_frames >= 2, f"tempo_frames must be >= 2, got {self.tempo_frames}")
 
 
 @dataclass(frozen=True)

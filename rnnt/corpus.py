@@ -104,6 +104,8 @@ class CorpusConfig:
     world_warp: float = 0.14  # converted speakers' envelope warps span exp(+-world_warp) (0.14: formants 13% down to 15% up)
     world_seed: int = -1  # -1: converted speakers drawn from seed (the same first N in every reading); M >= 0: another set, named <voice>~s<M>w<k>
     dectalk_speakers: int = 24  # DECtalk speakers designed from each of its voiced base voices (head size, pitch, breathiness...), named <voice>~d<k>
+    dectalk_seed: int = -1  # -1: designed speakers drawn from seed (the same first N in every reading); M >= 0: another set, named <voice>~s<M>d<k>
+    dectalk_spread: float = 1.0  # scales the designed speakers' spread of head size and pitch (1: sizes 82%-122%, pitch +-15% beside the size's)
 
     def __post_init__(self) -> None:
         def check(cond: bool, msg: str) -> None:
@@ -143,6 +145,8 @@ class CorpusConfig:
         check(self.voice_seed >= -1, f"voice_seed must be -1 or >= 0, got {self.voice_seed}")
         check(self.world_seed >= -1, f"world_seed must be -1 or >= 0, got {self.world_seed}")
         check(self.dectalk_speakers >= 0, f"dectalk_speakers must be >= 0, got {self.dectalk_speakers}")
+        check(self.dectalk_seed >= -1, f"dectalk_seed must be -1 or >= 0, got {self.dectalk_seed}")
+        check(0 < self.dectalk_spread <= 1.8, f"dectalk_spread must be in (0, 1.8], got {self.dectalk_spread}")
         check(-1 <= self.train_start < self.num_sentences,
               f"train_start must be -1 or a training sentence index below num_sentences, got {self.train_start}")
 
@@ -608,29 +612,34 @@ def _kokoro_voices(num_mixes: int = 0, seed: int = 0) -> list[Voice]:
     return base
 
 
-def dectalk_voices(num_speakers: int, seed: int) -> list[Voice]:
+def dectalk_voices(num_speakers: int, seed: int, dectalk_seed: int = -1, spread: float = 1.0) -> list[Voice]:
     """DECtalk's nine voices, then ``num_speakers`` speakers designed from each voiced one (``[:dv]``),
-    the same for the same seed; the first ``k`` are the same for any ``num_speakers`` >= ``k``.
+    the same for the same seed; the first ``k`` are the same for any ``num_speakers`` >= ``k``. A
+    ``dectalk_seed`` of 0 or more draws a set of its own instead, named ``<voice>~s<dectalk_seed>d<k>``.
 
     A designed speaker's ``ident`` is the DECtalk command that makes it: the base voice, then a head size
     of 82% to 122% (formants up or down together), an average pitch that follows the size (smaller speakers
     speak higher) within +-15% of its own, and its own pitch range, breathiness, smoothness, richness,
-    laryngealization and assertiveness. ``pitch_hz`` keeps the average pitch, which each utterance scales."""
+    laryngealization and assertiveness. ``spread`` scales the head size's and the pitch's log-range (1.5:
+    sizes 74% to 135%); the draws are the same for any spread. ``pitch_hz`` keeps the average pitch, which
+    each utterance scales."""
     out = [Voice(f"dectalk_{name}", "dectalk", f"[:n{letter}]", pitch_hz=float(ap))
            for name, (letter, ap) in DECTALK_VOICES.items()]
+    tag = "~d" if dectalk_seed < 0 else f"~s{dectalk_seed}d"
     for name, (letter, ap) in DECTALK_VOICES.items():
         if ap == 0:
             continue
-        rng = np.random.default_rng([seed, 17, zlib.crc32(name.encode())])
+        crc = zlib.crc32(name.encode())
+        rng = np.random.default_rng([seed, 17, crc] if dectalk_seed < 0 else [dectalk_seed, 19, crc])
         for k in range(num_speakers):
-            z = float(rng.uniform(-1, 1))
-            pitch = round(ap * float(np.exp(-0.3 * z + rng.uniform(-0.15, 0.15))), 1)
+            z = float(rng.uniform(-1, 1)) * spread
+            pitch = round(ap * float(np.exp(-0.3 * z + rng.uniform(-0.15, 0.15) * spread)), 1)
             design = {"hs": round(100 * float(np.exp(0.2 * z))), "pr": int(rng.integers(40, 201)),
                       "br": int(rng.integers(0, 51)), "lx": int(rng.integers(0, 81)),
                       "sm": int(rng.integers(0, 81)), "ri": int(rng.integers(0, 81)),
                       "la": int(rng.integers(0, 21)), "as": int(rng.integers(0, 101))}
             command = f"[:n{letter}][:dv " + " ".join(f"{key} {value}" for key, value in design.items()) + "]"
-            out.append(Voice(f"dectalk_{name}~d{k}", "dectalk", command, pitch_hz=pitch))
+            out.append(Voice(f"dectalk_{name}{tag}{k}", "dectalk", command, pitch_hz=pitch))
     return out
 
 
@@ -663,7 +672,7 @@ def available_voices(cfg: CorpusConfig) -> list[Voice]:
             if engine == "kokoro" and found:
                 found = _kokoro_voices(cfg.kokoro_mixes, cfg.seed)
             if engine == "dectalk" and found:
-                found = dectalk_voices(cfg.dectalk_speakers, cfg.seed)
+                found = dectalk_voices(cfg.dectalk_speakers, cfg.seed, cfg.dectalk_seed, cfg.dectalk_spread)
             voices.extend(found)
     return voices
 
@@ -1110,7 +1119,8 @@ def prepare(cfg: CorpusConfig) -> list[Job]:
     meta_path = os.path.join(cfg.out_dir, "config.json")
     # The settings one out_dir is made with (the text, and which reading of it). voice_seed and world_* came
     # later: a folder made before them lacks them and was made as their defaults (voice_seed -1) say.
-    later = ("world_prob", "world_engines", "world_speakers", "world_warp", "world_seed", "dectalk_speakers")
+    later = ("world_prob", "world_engines", "world_speakers", "world_warp", "world_seed", "dectalk_speakers",
+             "dectalk_seed", "dectalk_spread")
     fixed = {"num_sentences": None, "heldout_sentences": None, "dev_sentences": None, "sources": None,
              "generated_share": None, "words_share": None, "min_words": None, "max_words": None, "seed": None,
              "voice_seed": -1, **{k: getattr(CorpusConfig, k) for k in later}}

@@ -211,8 +211,35 @@ def formant_warp(x: torch.Tensor, alpha: torch.Tensor, n_ceps: int = _ENVELOPE_C
     return warp_mel(env, alpha) + (x - env)
 
 
+def tempo_warp(x: torch.Tensor, lengths: torch.Tensor, max_factor: float, stretch: int,
+               gen: torch.Generator) -> torch.Tensor:
+    """(B, T, F) -> (B, T, F): each utterance's own frames re-timed by a random, uneven tempo.
+
+    The synthesizers speak at an even pace, and speed perturbation changes it only for a whole utterance;
+    people hurry and linger within a sentence. Each stretch of ``stretch`` output frames gets a tempo drawn
+    log-uniformly from [1/(1+``max_factor``), 1+``max_factor``] (source frames read per output frame), and
+    the tempos are scaled so that the utterance keeps its length: the last output frame is the last input
+    frame, so labels and lengths stay as they are. Frames between two source frames are interpolated
+    linearly. Padding past ``lengths`` is left untouched."""
+    out = x.clone()
+    log_max = math.log1p(max_factor)
+    for i in range(x.shape[0]):
+        n = int(lengths[i])
+        if n < 3:
+            continue
+        k = -(-n // stretch)
+        tempo = torch.exp((torch.rand(k, generator=gen) * 2 - 1) * log_max)  # (K,)
+        steps = tempo.repeat_interleave(stretch)[: n - 1].double()  # (n-1,) source frames per output frame
+        src = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(steps, 0)])
+        src = (src * ((n - 1) / src[-1])).clamp(0, n - 1)  # (n,) from 0 to n-1
+        lo = src.floor().long().clamp(max=n - 2)
+        w = (src - lo.double()).float()[:, None].to(x.dtype)
+        out[i, :n] = x[i, lo] * (1 - w) + x[i, lo + 1] * w
+    return out
+
+
 def spec_augment(feats: torch.Tensor, lengths: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
-    """A random mel-axis warp (VTLP), a random formant shift at the same pitch, a random smooth
+    """A random local tempo (``tempo_warp``), a random mel-axis warp (VTLP), a random formant shift at the same pitch, a random smooth
     equalizer, then frequency and time masks (filled with each row's mean).
 
     The equalizer adds to every frame of an utterance one curve over the mel axis, a sum of the first
@@ -224,6 +251,8 @@ def spec_augment(feats: torch.Tensor, lengths: torch.Tensor, cfg: AugmentConfig,
     """
     x = feats.clone()
     b, t_max, f = x.shape
+    if cfg.tempo_warp > 0:
+        x = tempo_warp(x, lengths, cfg.tempo_warp, cfg.tempo_frames, gen)
     if cfg.vtlp > 0:
         x = warp_mel(x, 1 + (torch.rand(b, generator=gen) * 2 - 1) * cfg.vtlp)
     if cfg.formant_warp > 0:

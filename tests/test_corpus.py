@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import signal
@@ -142,6 +143,18 @@ def test_dectalk_voices_are_fixed_designed_speakers():
     assert max(v.pitch_hz for v in paul) < min(v.pitch_hz for v in kit)  # a child stays higher than a man
     assert corpus.dectalk_voices(9, seed=3)[9:14] == designed[:5]  # more speakers repeat the first ones
     assert corpus.dectalk_voices(5, seed=4)[9:] != designed
+    other = corpus.dectalk_voices(5, seed=3, dectalk_seed=2)[9:]  # a set of its own, named apart
+    assert [v.name for v in other[:2]] == ["dectalk_paul~s2d0", "dectalk_paul~s2d1"]
+    assert not {v.ident for v in other} & {v.ident for v in designed}
+    assert corpus.dectalk_voices(5, seed=9, dectalk_seed=2)[9:] == other  # seed no longer matters
+    wide = corpus.dectalk_voices(5, seed=3, spread=1.5)[9:]  # the same draws, spread 1.5x wider
+    assert [v.name for v in wide] == [v.name for v in designed]
+    for a, b in zip(designed, wide):
+        ha, hb = (math.log(int(v.ident.split("hs ")[1].split()[0]) / 100) for v in (a, b))
+        assert hb == pytest.approx(1.5 * ha, abs=0.015)  # log head size 1.5x as far from 100%
+        assert a.ident.split(" pr ")[1] == b.ident.split(" pr ")[1]  # the other parameters as they were
+    with pytest.raises(ConfigError, match="dectalk_spread"):
+        corpus.CorpusConfig(out_dir="x", dectalk_spread=0)
 
 
 def test_dectalk_speaker_pitch_reaches_the_audio():

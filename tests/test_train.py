@@ -264,6 +264,32 @@ def test_formant_warp_moves_the_envelope_and_keeps_the_harmonics():
                                                                      torch.Generator().manual_seed(1)))
 
 
+def test_tempo_warp_retimes_within_each_utterance_and_keeps_its_length():
+    from rnnt.train import tempo_warp
+
+    t, f = 200, 3
+    ramp = torch.arange(t, dtype=torch.float32)[None, :, None].expand(2, t, f).contiguous()  # frame t holds t
+    ramp[1, 120:] = -7.0  # padding past the second utterance's length
+    lengths = torch.tensor([200, 120])
+    out = tempo_warp(ramp, lengths, 0.3, 40, torch.Generator().manual_seed(5))
+    assert out.shape == ramp.shape and float(ramp[0, 199, 0]) == 199.0  # its input untouched
+    for i, n in enumerate(lengths.tolist()):
+        src = out[i, :n, 0]  # with a ramp, each output frame shows where it was read from
+        assert float(src[0]) == 0.0 and float(src[-1]) == pytest.approx(n - 1, abs=1e-3)  # length kept
+        step = src[1:] - src[:-1]
+        assert bool((step > 0).all())  # in order: nothing reversed or dropped
+        per_stretch = [float(step[k:k + 39].mean()) for k in range(0, n - 1, 40)]
+        assert max(per_stretch) / min(per_stretch) > 1.1  # faster in one stretch than in another
+        assert max(per_stretch) / min(per_stretch) <= 1.3 ** 2 + 1e-3  # within the drawn range
+        assert torch.allclose(out[i, :n, 1], src)  # every bin of a frame moves together
+    assert torch.equal(out[1, 120:], ramp[1, 120:])  # padding left alone
+    cfg = AugmentConfig(vtlp=0, spec_freq_masks=0, spec_time_masks=0, tempo_warp=0.3)
+    a = spec_augment(ramp, lengths, cfg, torch.Generator().manual_seed(5))
+    assert torch.equal(a, out)  # spec_augment draws it first, from the same generator
+    with pytest.raises(Exception, match="tempo_warp must be in"):
+        AugmentConfig(tempo_warp=-0.1)
+
+
 def test_init_from_a_model_of_another_shape_is_a_one_line_error(tiny_corpus, random_model, tmp_path):
     proc = train_tiny(tiny_corpus, str(tmp_path / "exp"), 2, ["--dev_manifest=", "--threads=1", f"--init={random_model}"])
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
