@@ -233,14 +233,14 @@ def tempo_warp(x: torch.Tensor, lengths: torch.Tensor, max_factor: float, stretc
         src = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(steps, 0)])
         src = (src * ((n - 1) / src[-1])).clamp(0, n - 1)  # (n,) from 0 to n-1
         lo = src.floor().long().clamp(max=n - 2)
-        w = (src - lo.double()).float()[:, None].to(x.dtype)
+        w = (src - lo).to(x.dtype)[:, None]  # (n, 1) weight of the later source frame
         out[i, :n] = x[i, lo] * (1 - w) + x[i, lo + 1] * w
     return out
 
 
 def spec_augment(feats: torch.Tensor, lengths: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
-    """A random local tempo (``tempo_warp``), a random mel-axis warp (VTLP), a random formant shift at the same pitch, a random smooth
-    equalizer, then frequency and time masks (filled with each row's mean).
+    """A random local tempo (``tempo_warp``), a random mel-axis warp (VTLP), a random formant shift at the
+    same pitch, a random smooth equalizer, then frequency and time masks (filled with each row's mean).
 
     The equalizer adds to every frame of an utterance one curve over the mel axis, a sum of the first
     ``_EQ_TERMS`` cosines with random amplitudes, scaled so that its largest gain or cut is drawn from
